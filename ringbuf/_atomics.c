@@ -123,7 +123,7 @@ SharedWords_fetch_add(SharedWords *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *
-SharedWords_fence(SharedWords *self, PyObject *Py_UNUSED(ignored))
+SharedWords_fence(SharedWords *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     Py_RETURN_NONE;

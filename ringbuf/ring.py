@@ -1,10 +1,10 @@
 """Lock-free rings of fixed-size slots in a named shared-memory segment.
 
-Producers claim slots, fill them through memoryview slices and publish them; consumers
-take published slots, read them in place and release them.  Claims and takes come in
+Producers claim slots, fill them and publish them; consumers take published slots, read
+them in place through memoryview slices and release them.  Claims and takes come in
 batches so the cost of the cursors is shared by many slots.  No mutex is taken on any
 path; a thread that finds nothing to do spins briefly, then parks on a futex word in the
-segment until the other side publishes or releases (see docs/ringbuf.md for the memory
+segment until the other side publishes or releases (docs/ringbuf.md has the memory
 ordering argument).
 
 Two algorithms share one layout:
@@ -15,8 +15,9 @@ Two algorithms share one layout:
   Positions are claimed with compare-and-swap on the cursors, and every slot carries a
   sequence word saying whether it is free, published, or free again for the next lap.
 
-Positions are 64-bit counters that never wrap in practice (2**64 slots); a slot's index
-is ``position & (capacity - 1)``.
+The per-slot algorithms run in C (``ringbuf._core``); this module owns the segment's
+lifecycle, waiting and parking, and the memoryviews.  Positions are 64-bit counters that
+never wrap in practice; a slot's index is ``position & (capacity - 1)``.
 
 **One handle per thread.**  A `Ring` object is a handle: its own mapping of the segment
 and its own memoryviews.  CPython 3.13t does not count buffer exports of a memoryview
@@ -29,24 +30,33 @@ own.  `close()` may come from any thread.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import weakref
 
 from . import layout, segment
 from ._atomics import SharedWords
+from ._core import RingCore
 from .errors import RingClosed, RingError, RingIncompatible, SlotOverflow
 from .layout import RingConfig, RingKind
 
 _U64_MINUS_ONE = (1 << 64) - 1
 _WAKE_ALL = 0x7FFFFFFF
+_CORE_OFFSETS = (
+    layout.HEADER_SIZE, layout.OFF_PRODUCER, layout.OFF_CONSUMER, layout.OFF_CLOSED,
+    layout.OFF_DATA_EPOCH, layout.OFF_DATA_WAITERS, layout.OFF_SPACE_EPOCH, layout.OFF_SPACE_WAITERS,
+    layout.SLOT_SEQ, layout.SLOT_LENGTH, layout.SLOT_HEADER_SIZE,
+)
 
 DEFAULT_SPIN = 50
 DEFAULT_PARK_TIMEOUT = 0.5  # seconds a parked thread sleeps before re-checking on its own
 
 
+def _overflow(ring: "Ring", size: int) -> SlotOverflow:
+    return SlotOverflow(f"ring {ring.name!r}: payload of {size} bytes exceeds slot size {ring.slot_size}")
+
+
 class Ring:
-    """One ring. Build it with `Ring.create` (the owner) or `Ring.attach` (anyone else)."""
+    """One handle on one ring. Build it with `Ring.create` (the owner) or `Ring.attach`."""
 
     def __init__(self, name: str, shm, config: RingConfig, *, owner: bool,
                  spin: int = DEFAULT_SPIN, park_timeout: float = DEFAULT_PARK_TIMEOUT):
@@ -61,16 +71,13 @@ class Ring:
         self._shm = shm
         self._buf = shm.buf
         self._words = SharedWords(self._buf)
+        self._core = RingCore(self._buf, int(config.kind), config.capacity, config.stride,
+                              config.slot_size, _CORE_OFFSETS, RingError)
         self._mask = config.capacity - 1
-        self._stride = config.stride
-        self._payloads = [self._buf[o : o + config.slot_size] for o in self._payload_offsets()]
+        first = layout.HEADER_SIZE + layout.SLOT_HEADER_SIZE
+        self._payloads = [self._buf[o : o + config.slot_size]
+                          for o in range(first, first + config.capacity * config.stride, config.stride)]
         self._unlinker = weakref.finalize(self, segment.unlink, name) if owner else None
-        self._thread: int | None = None
-        # SPSC: each side's private view of the cursors (only that side's thread touches it).
-        self._p_next = self._words.load(layout.OFF_PRODUCER)
-        self._p_limit = self._words.load(layout.OFF_CONSUMER) + self.capacity
-        self._c_next = self._words.load(layout.OFF_CONSUMER)
-        self._c_limit = self._words.load(layout.OFF_PRODUCER)
 
     # ----------------------------------------------------------------- construction
 
@@ -113,238 +120,123 @@ class Ring:
         """A new handle on the same ring, for another thread."""
         return Ring.attach(self.name, spin=self.spin, park_timeout=self.park_timeout)
 
-    def _bind(self) -> None:
-        """Bind this handle to the calling thread on first use; refuse any other thread."""
-        me = threading.get_ident()
-        if self._thread is None:
-            self._thread = me
-        elif self._thread != me:
-            raise RingError(
-                f"ring {self.name!r}: this handle belongs to another thread; "
-                f"give each thread its own with handle() or Ring.attach()"
-            )
-        if self._buf is None:
-            raise RingError(f"ring {self.name!r}: handle used after detach()")
-
-    def _payload_offsets(self):
-        first = layout.HEADER_SIZE + layout.SLOT_HEADER_SIZE
-        return range(first, first + self.capacity * self._stride, self._stride)
-
-    def _slot_offset(self, position: int) -> int:
-        return layout.HEADER_SIZE + (position & self._mask) * self._stride
-
     # ----------------------------------------------------------------- producer side
 
     def try_claim(self, n: int = 1) -> tuple[int, int]:
         """Claim up to `n` free slots without waiting: (first position, count), count may be 0."""
-        if self._thread != threading.get_ident() or self._buf is None:
-            self._bind()
-        if self._words.load(layout.OFF_CLOSED):
+        first, count = self._core.try_claim(n)
+        if count < 0:
             raise RingClosed(f"ring {self.name!r} is closed")
-        if self.kind is RingKind.SPSC:
-            return self._spsc_claim(n)
-        return self._mpmc_claim(n)
-
-    def _spsc_claim(self, n: int) -> tuple[int, int]:
-        first = self._p_next
-        free = self._p_limit - first
-        if free < n:  # refresh the consumer's cursor only when the cached one is not enough
-            self._p_limit = self._words.load(layout.OFF_CONSUMER) + self.capacity
-            free = self._p_limit - first
-        count = n if free > n else free
-        self._p_next = first + count
         return first, count
-
-    def _mpmc_claim(self, n: int) -> tuple[int, int]:
-        load, cas = self._words.load, self._words.cas
-        header, mask, stride = layout.HEADER_SIZE, self._mask, self._stride
-        while True:
-            first = load(layout.OFF_PRODUCER)
-            count = 0
-            while count < n:
-                position = first + count
-                seq = load(header + (position & mask) * stride)
-                if seq != position:
-                    break
-                count += 1
-            if count == 0:
-                if seq < first:  # the slot still holds the previous lap: full
-                    return first, 0
-                continue  # another producer claimed `first` meanwhile
-            if cas(layout.OFF_PRODUCER, first, first + count):
-                return first, count
 
     def slot(self, position: int) -> memoryview:
         """Writable view of a claimed slot's whole payload area (slot_size bytes)."""
         return self._payloads[position & self._mask]
 
     def set_length(self, position: int, length: int) -> None:
-        """Record how many payload bytes of a claimed slot are meaningful."""
+        """Record how many payload bytes of a claimed slot (filled through slot()) count."""
         if not 0 <= length <= self.slot_size:
             raise SlotOverflow(f"ring {self.name!r}: length {length} exceeds slot size {self.slot_size}")
-        self._words.write_u32(self._slot_offset(position) + layout.SLOT_LENGTH, length)
+        self._core.set_length(position, length)
 
     def write(self, position: int, data) -> None:
         """Copy `data` into a claimed slot and record its length."""
-        size = len(data)
-        if size > self.slot_size:
-            raise SlotOverflow(f"ring {self.name!r}: payload of {size} bytes exceeds slot size {self.slot_size}")
-        index = position & self._mask
-        self._payloads[index][:size] = data
-        self._words.write_u32(layout.HEADER_SIZE + index * self._stride + layout.SLOT_LENGTH, size)
+        if len(data) > self.slot_size:
+            raise _overflow(self, len(data))
+        self._core.write(position, data)
 
     def publish(self, first: int, count: int) -> None:
         """Make claimed slots [first, first + count) visible to consumers."""
-        if count <= 0:
-            return
-        if self.kind is RingKind.SPSC:
-            self._words.store(layout.OFF_PRODUCER, first + count)  # release
-        else:
-            store, header, mask, stride = self._words.store, layout.HEADER_SIZE, self._mask, self._stride
-            for position in range(first, first + count):
-                store(header + (position & mask) * stride, position + 1)  # release
-        self._notify(layout.OFF_DATA_EPOCH, layout.OFF_DATA_WAITERS)
+        self._core.publish(first, count)
 
     def claim(self, n: int = 1, timeout: float | None = None) -> tuple[int, int]:
         """Claim 1..n slots, parking while the ring is full; count 0 only on timeout."""
         first, count = self.try_claim(n)
         if count:
             return first, count
-        return self._wait(lambda: self.try_claim(n), self._has_space,
+        return self._wait(lambda: self.try_claim(n), self._core.has_space,
                           layout.OFF_SPACE_EPOCH, layout.OFF_SPACE_WAITERS, timeout)
 
     def put(self, data, timeout: float | None = None) -> None:
         """Copy one payload into the ring (TimeoutError if no slot frees up in time)."""
         if len(data) > self.slot_size:
-            raise SlotOverflow(f"ring {self.name!r}: payload of {len(data)} bytes exceeds slot size {self.slot_size}")
+            raise _overflow(self, len(data))
+        done = self._core.put(data)
+        if done > 0:
+            return
+        if done < 0:
+            raise RingClosed(f"ring {self.name!r} is closed")
         first, count = self.claim(1, timeout)
         if not count:
             raise TimeoutError(f"ring {self.name!r} stayed full for {timeout}s")
-        self.write(first, data)
-        self.publish(first, 1)
+        self._core.write(first, data)
+        self._core.publish(first, 1)
 
     def put_many(self, items, timeout: float | None = None) -> None:
         """Copy several payloads in, publishing them in as few batches as free space allows."""
         items = list(items)
         for item in items:
             if len(item) > self.slot_size:
-                raise SlotOverflow(
-                    f"ring {self.name!r}: payload of {len(item)} bytes exceeds slot size {self.slot_size}")
-        done = 0
+                raise _overflow(self, len(item))
+        write, done = self._core.write, 0
         while done < len(items):
             first, count = self.claim(len(items) - done, timeout)
             if not count:
                 raise TimeoutError(f"ring {self.name!r} stayed full for {timeout}s ({done} of {len(items)} written)")
             for i in range(count):
-                self.write(first + i, items[done + i])
-            self.publish(first, count)
+                write(first + i, items[done + i])
+            self._core.publish(first, count)
             done += count
 
     # ----------------------------------------------------------------- consumer side
 
     def try_consume(self, n: int = 1) -> tuple[int, int]:
         """Take up to `n` published slots without waiting: (first position, count)."""
-        if self._thread != threading.get_ident() or self._buf is None:
-            self._bind()
-        if self.kind is RingKind.SPSC:
-            first = self._c_next
-            ready = self._c_limit - first
-            if ready < n:
-                self._c_limit = self._words.load(layout.OFF_PRODUCER)  # acquire
-                ready = self._c_limit - first
-            count = n if ready > n else ready
-            self._c_next = first + count
-            return first, count
-        return self._mpmc_consume(n)
-
-    def _mpmc_consume(self, n: int) -> tuple[int, int]:
-        load, cas = self._words.load, self._words.cas
-        header, mask, stride = layout.HEADER_SIZE, self._mask, self._stride
-        while True:
-            first = load(layout.OFF_CONSUMER)
-            count = 0
-            while count < n:
-                position = first + count
-                seq = load(header + (position & mask) * stride)  # acquire: pairs with publish
-                if seq != position + 1:
-                    break
-                count += 1
-            if count == 0:
-                if seq <= first:  # not yet published (or claimed but still being written)
-                    return first, 0
-                continue  # another consumer took `first` meanwhile
-            if cas(layout.OFF_CONSUMER, first, first + count):
-                return first, count
+        return self._core.try_consume(n)
 
     def view(self, position: int) -> memoryview:
         """The payload of a taken slot, in place (valid until the slot is released)."""
-        index = position & self._mask
-        length = self._words.read_u32(layout.HEADER_SIZE + index * self._stride + layout.SLOT_LENGTH)
-        return self._payloads[index][:length]
+        return self._payloads[position & self._mask][: self._core.length(position)]
 
     def release(self, first: int, count: int) -> None:
         """Hand taken slots [first, first + count) back to the producers."""
-        if count <= 0:
-            return
-        if self.kind is RingKind.SPSC:
-            self._words.store(layout.OFF_CONSUMER, first + count)  # release: our reads are done
-        else:
-            store, header, mask, stride = self._words.store, layout.HEADER_SIZE, self._mask, self._stride
-            lap = self.capacity
-            for position in range(first, first + count):
-                store(header + (position & mask) * stride, position + lap)
-        self._notify(layout.OFF_SPACE_EPOCH, layout.OFF_SPACE_WAITERS)
+        self._core.release(first, count)
 
     def consume(self, n: int = 1, timeout: float | None = None) -> tuple[int, int]:
         """Take 1..n published slots, parking while the ring is empty.
 
         Count 0 only on timeout; RingClosed once the ring is closed and drained."""
-        first, count = self.try_consume(n)
+        first, count = self._core.try_consume(n)
         if count:
             return first, count
-        return self._wait(lambda: self._try_consume_open(n), self._has_data,
+        return self._wait(lambda: self._try_consume_open(n), self._core.has_data,
                           layout.OFF_DATA_EPOCH, layout.OFF_DATA_WAITERS, timeout)
 
     def _try_consume_open(self, n: int) -> tuple[int, int]:
         closed = self._words.load(layout.OFF_CLOSED)  # read before looking: see docs/ringbuf.md
-        first, count = self.try_consume(n)
+        first, count = self._core.try_consume(n)
         if count == 0 and closed:
             raise RingClosed(f"ring {self.name!r} was closed by its producer and is drained")
         return first, count
 
     def get(self, timeout: float | None = None) -> bytes:
         """Copy one payload out (TimeoutError if none arrives in time)."""
-        first, count = self.consume(1, timeout)
-        if not count:
+        items = self.get_many(1, timeout)
+        if not items:
             raise TimeoutError(f"ring {self.name!r} stayed empty for {timeout}s")
-        data = bytes(self.view(first))
-        self.release(first, 1)
-        return data
+        return items[0]
 
     def get_many(self, n: int, timeout: float | None = None) -> list[bytes]:
         """Copy out 1..n payloads (an empty list on timeout)."""
+        items = self._core.get_many(n)
+        if items:
+            return items
         first, count = self.consume(n, timeout)
         items = [bytes(self.view(position)) for position in range(first, first + count)]
-        self.release(first, count)
+        self._core.release(first, count)
         return items
 
     # ----------------------------------------------------------------- parking
-
-    def _has_data(self) -> bool:
-        if self._words.load(layout.OFF_CLOSED):
-            return True
-        if self.kind is RingKind.SPSC:
-            return self._words.load(layout.OFF_PRODUCER) != self._c_next
-        first = self._words.load(layout.OFF_CONSUMER)
-        return self._words.load(self._slot_offset(first)) == first + 1
-
-    def _has_space(self) -> bool:
-        if self._words.load(layout.OFF_CLOSED):
-            return True
-        if self.kind is RingKind.SPSC:
-            return self._words.load(layout.OFF_CONSUMER) + self.capacity != self._p_next
-        first = self._words.load(layout.OFF_PRODUCER)
-        return self._words.load(self._slot_offset(first)) == first
 
     def _wait(self, attempt, ready, epoch_offset: int, waiters_offset: int, timeout):
         """Retry `attempt` until it yields slots: spin first, then park on the epoch word."""
@@ -374,13 +266,6 @@ class Ring:
         finally:
             words.fetch_add(waiters_offset, _U64_MINUS_ONE)
 
-    def _notify(self, epoch_offset: int, waiters_offset: int) -> None:
-        words = self._words
-        words.fence()  # our cursor/sequence stores are visible before we look for waiters
-        if words.load(waiters_offset):
-            words.fetch_add32(epoch_offset, 1)
-            words.wake32(epoch_offset, _WAKE_ALL)
-
     # ----------------------------------------------------------------- lifecycle
 
     @property
@@ -401,6 +286,7 @@ class Ring:
         """Unmap this handle (views it handed out must be released first)."""
         if self._buf is None:
             return
+        self._core.detach()
         for view in self._payloads:
             view.release()
         self._payloads = []
