@@ -87,7 +87,8 @@ def test_no_loss_no_duplicate_no_torn_slot(ring_name, kind, producers, consumers
 
 @pytest.mark.parametrize("kind", [RingKind.SPSC, RingKind.MPMC], ids=lambda k: k.name)
 def test_parked_consumer_wakes_promptly_and_idles_without_cpu(ring_name, kind):
-    with Ring.create(ring_name, slot_size=16, capacity=8, kind=kind, spin=0) as ring:
+    # park_timeout 5 s: only the futex wake-up, not the periodic re-check, can be this prompt
+    with Ring.create(ring_name, slot_size=16, capacity=8, kind=kind, spin=0, park_timeout=5) as ring:
         got = {}
 
         def consumer():
@@ -107,12 +108,12 @@ def test_parked_consumer_wakes_promptly_and_idles_without_cpu(ring_name, kind):
         ring.put(b"wake")
         t.join(10)
         assert got["data"] == b"wake"
-        assert got["at"] - sent < 0.05, "a parked consumer must wake within 50 ms of a publish"
+        assert got["at"] - sent < 0.25, "a parked consumer must be woken by the publish, not by its timeout"
         assert got["cpu"] < 0.1, f"parked consumer burned {got['cpu']:.3f} s of CPU in 0.5 s"
 
 
 def test_parked_producer_wakes_when_a_slot_frees(ring_name):
-    with Ring.create(ring_name, slot_size=8, capacity=2, spin=0) as ring:
+    with Ring.create(ring_name, slot_size=8, capacity=2, spin=0, park_timeout=5) as ring:
         ring.put_many([b"1", b"2"])
         done = threading.Event()
 
@@ -133,7 +134,7 @@ def test_parked_producer_wakes_when_a_slot_frees(ring_name):
 
 
 def test_close_wakes_a_parked_consumer(ring_name):
-    with Ring.create(ring_name, slot_size=8, capacity=4, spin=0) as ring:
+    with Ring.create(ring_name, slot_size=8, capacity=4, spin=0, park_timeout=5) as ring:
         outcome = []
 
         def consumer():
@@ -150,7 +151,7 @@ def test_close_wakes_a_parked_consumer(ring_name):
         closed_at = time.monotonic()
         ring.close()
         t.join(10)
-        assert outcome and outcome[0] - closed_at < 0.05
+        assert outcome and outcome[0] - closed_at < 0.25
 
 
 CHILD_PRODUCER = textwrap.dedent("""
@@ -188,7 +189,7 @@ def test_another_process_attaches_by_name_and_produces(ring_name, kind, run_pyth
 
 def test_consumer_in_another_process_is_woken_by_our_publish(ring_name, run_python):
     with Ring.create(ring_name, slot_size=16, capacity=4, spin=0) as ring:
-        code = (f"import time; from ringbuf import Ring; r = Ring.attach({ring_name!r}, spin=0); "
+        code = (f"import time; from ringbuf import Ring; r = Ring.attach({ring_name!r}, spin=0, park_timeout=10); "
                 f"print(r.get(timeout=20).decode(), time.monotonic(), flush=True); r.detach()")
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)  # the child attaches and parks
@@ -197,7 +198,7 @@ def test_consumer_in_another_process_is_woken_by_our_publish(ring_name, run_pyth
         out, _ = child.communicate(timeout=20)
         word, woke = out.split()
         assert word == "ping"
-        assert float(woke) - sent < 0.1  # CLOCK_MONOTONIC is system-wide
+        assert float(woke) - sent < 0.25  # CLOCK_MONOTONIC is system-wide
 
 
 def segment_exists(name: str) -> bool:
