@@ -98,61 +98,36 @@ def bench_ring(kind: RingKind, producers: int, slot_size: int, batch: int, slots
     return received[0], elapsed
 
 
-def bench_simplequeue(producers: int, slot_size: int, slots: int, seconds: float) -> tuple[int, float]:
+def bench_reference_queue(impl: str, producers: int, slot_size: int, slots: int,
+                          seconds: float) -> tuple[int, float]:
+    """Object references through an unbounded standard-library queue; nothing is copied.
+    deque has no blocking get: its consumer polls, yielding the CPU when it is empty."""
     payload = bytes(slot_size)
-    q = queue.SimpleQueue()
+    if impl == "queue.SimpleQueue":
+        q = queue.SimpleQueue()
+        put, take, empty, idle = q.put, lambda: q.get(timeout=0.2), queue.Empty, None
+    else:
+        d = collections.deque()
+        put, take, empty, idle = d.append, d.popleft, IndexError, os.sched_yield
     per_producer = slots // producers
     total = per_producer * producers
     deadline = time.monotonic() + seconds
     received = [0]
 
     def produce():
-        put = q.put
         for _ in range(per_producer):
             put(payload)
 
     def consume():
-        get = q.get
         n = 0
         while n < total:
             try:
-                item = get(timeout=0.2)
-            except queue.Empty:
+                item = take()
+            except empty:
                 if time.monotonic() > deadline:
                     break
-                continue
-            item[0]
-            n += 1
-        received[0] = n
-
-    elapsed = run_threads([produce] * producers, consume)
-    return received[0], elapsed
-
-
-def bench_deque(producers: int, slot_size: int, slots: int, seconds: float) -> tuple[int, float]:
-    """deque has no blocking get: the consumer polls, yielding the CPU when it is empty."""
-    payload = bytes(slot_size)
-    d = collections.deque()
-    per_producer = slots // producers
-    total = per_producer * producers
-    deadline = time.monotonic() + seconds
-    received = [0]
-
-    def produce():
-        append = d.append
-        for _ in range(per_producer):
-            append(payload)
-
-    def consume():
-        popleft = d.popleft
-        n = 0
-        while n < total:
-            try:
-                item = popleft()
-            except IndexError:
-                if time.monotonic() > deadline:
-                    break
-                os.sched_yield()
+                if idle:
+                    idle()
                 continue
             item[0]
             n += 1
@@ -180,10 +155,10 @@ def run_bench(args) -> dict:
                 figure = measure(lambda: bench_ring(kind, producers, slot_size, batch, args.slots,
                                                     args.seconds, args.capacity), args.repeat)
                 results.append({**row, "impl": f"ring-{kind.name.lower()}", "batch": batch, **figure})
-            figure = measure(lambda: bench_simplequeue(producers, slot_size, args.slots, args.seconds), args.repeat)
-            results.append({**row, "impl": "queue.SimpleQueue", "batch": 1, **figure})
-            figure = measure(lambda: bench_deque(producers, slot_size, args.slots, args.seconds), args.repeat)
-            results.append({**row, "impl": "collections.deque", "batch": 1, **figure})
+            for impl in ("queue.SimpleQueue", "collections.deque"):
+                figure = measure(lambda: bench_reference_queue(impl, producers, slot_size, args.slots, args.seconds),
+                                 args.repeat)
+                results.append({**row, "impl": impl, "batch": 1, **figure})
     return {"mode": "bench", "environment": environment(), "parameters": vars(args), "results": results,
             "ratios": ratios(results)}
 
