@@ -1,5 +1,8 @@
+"""`python -m connector`: the same entry point as the `connector` command."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
