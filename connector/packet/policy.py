@@ -1,0 +1,48 @@
+"""Rules a connector applies to every Prepare before forwarding it: expiry shortening,
+asset conversion and the per-peer maximum packet amount.  Pure functions and small
+immutable values, so every worker thread can share them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    """RFC-0027 expiry handling, with the JavaScript connector's defaults.
+
+    The next hop gets `min_message_window_ms` less than we got (time for the Fulfill to
+    travel back), and never more than `max_hold_time_ms` from now (so a reservation
+    is never held longer than that)."""
+
+    min_message_window_ms: int = 1_000
+    max_hold_time_ms: int = 30_000
+
+    def outgoing_expiry(self, incoming_expiry_ms: int, now_ms: int) -> int | None:
+        """The expiry to forward with, or None when too little time is left (R02)."""
+        if incoming_expiry_ms <= now_ms:
+            return None
+        outgoing = min(incoming_expiry_ms - self.min_message_window_ms, now_ms + self.max_hold_time_ms)
+        if outgoing - now_ms < self.min_message_window_ms:
+            return None
+        return outgoing
+
+
+@dataclass(frozen=True)
+class Asset:
+    code: str
+    scale: int
+
+
+def convert_amount(amount: int, source: Asset, destination: Asset) -> int | None:
+    """The outgoing amount for `amount` of `source`, or None when there is no rate.
+
+    Same asset code: a change of scale, rounding down (a connector never sends more
+    than it received).  Different codes need exchange rates, which are not configured
+    in this version."""
+    if source.code != destination.code:
+        return None
+    shift = destination.scale - source.scale
+    if shift >= 0:
+        return amount * 10**shift
+    return amount // 10**-shift
