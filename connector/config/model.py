@@ -1,0 +1,187 @@
+"""The validated configuration: a tree of frozen, typed dataclasses.
+
+Everything here is plain data, checked once by `connector.config.load_config` at start;
+no other module re-validates it.  Paths are absolute, secrets are resolved (and kept out
+of `repr`), and every default is filled in, so a `Config` says exactly what runs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Relation(enum.StrEnum):
+    """Who a peer is to us (the JavaScript connector's terms)."""
+
+    PARENT = "parent"  # our upstream: it gives us our address (ILDCP) and carries the rest of the network
+    PEER = "peer"  # a sibling connector; routes are exchanged, neither is under the other
+    CHILD = "child"  # a client under our address: `<node.address>.<peer name>` by default
+
+
+class BtpMode(enum.StrEnum):
+    SERVER = "server"  # the peer connects to our BTP server and authenticates with username + secret
+    CLIENT = "client"  # we connect out to the peer's URL
+
+
+class LedgerBackend(enum.StrEnum):
+    EMBEDDED = "embedded"
+    TIGERBEETLE = "tigerbeetle"
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class MetricStyle(enum.StrEnum):
+    PROMETHEUS = "prometheus"  # counters typed as counters, samples named `<name>_total`
+    JS = "ilp-connector-js"  # samples named exactly as the JavaScript connector's (untyped)
+
+
+CPU_ROLES = ("io", "workers", "batch_writer", "telemetry")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    address: str  # our ILP address (RFC-0015)
+    name: str  # short, filesystem-safe name of this node (ring segment names)
+    asset_code: str
+    asset_scale: int
+    data_dir: str  # absolute
+
+
+@dataclass(frozen=True, slots=True)
+class BtpServerConfig:
+    host: str
+    port: int
+    max_message_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    count: int
+    # role (one of CPU_ROLES) -> CPU ids; a role not listed runs wherever the OS puts it
+    cpu_affinity: Mapping[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class RingsConfig:
+    prefix: str  # every ring segment name starts with it; sweep_stale(prefix) at start
+    ingress_capacity: int
+    egress_capacity: int
+    ledger_capacity: int
+    telemetry_capacity: int
+    packet_slot_bytes: int  # ingress and egress slots: record header + the largest ILP packet
+    ledger_slot_bytes: int
+    spin: int
+    park_timeout_ms: int
+
+    def name(self, ring: str) -> str:
+        """The segment name of one ring, e.g. `name("telemetry")`."""
+        return f"{self.prefix}{ring}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryConfig:
+    min_message_window_ms: int
+    max_hold_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TigerBeetleConfig:
+    addresses: tuple[str, ...]
+    cluster_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    backend: LedgerBackend
+    path: str  # absolute; used by the embedded backend
+    max_batch_transfers: int
+    tigerbeetle: TigerBeetleConfig | None  # set when backend is tigerbeetle
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    batch_events: int
+    batch_interval_ms: int
+    log_format: LogFormat
+    log_level: str
+    metric_style: MetricStyle
+    reject_log_limit: int  # reject lines logged per batch; the rest are summarised
+    summary_interval_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceConfig:
+    """Limits on what the peer owes us, in the peer's asset units.
+
+    `maximum`: how much the peer may owe us (the credit we extend).
+    `minimum`: how far negative, i.e. minus how much we may owe the peer; None: no limit."""
+
+    minimum: int | None
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    packets_per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class BtpPeerConfig:
+    mode: BtpMode
+    username: str  # server mode: what the peer authenticates as; client mode: what we send
+    url: str | None  # client mode only
+    secret: str = field(repr=False)
+    secret_source: str = ""  # "env:NAME", "file:/path" or "plaintext": safe to log
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    name: str
+    index: int  # position in the configuration; the peer's number on the rings
+    relation: Relation
+    address: str | None  # children: their address under ours; others: None
+    asset_code: str
+    asset_scale: int
+    balance: BalanceConfig
+    prepaid: bool
+    max_packet_amount: int | None
+    rate_limit: RateLimitConfig | None
+    btp: BtpPeerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    prefix: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig
+    btp_server: BtpServerConfig
+    http: HttpConfig
+    workers: WorkersConfig
+    rings: RingsConfig
+    expiry: ExpiryConfig
+    ledger: LedgerConfig
+    telemetry: TelemetryConfig
+    peers: Mapping[str, PeerConfig]  # in configuration order; PeerConfig.index is the position
+    routes: tuple[RouteConfig, ...]
+    default_route: str | None
+    source: str | None = None  # the file it came from; None: embedded defaults
+    warnings: tuple[str, ...] = ()  # also logged at load
+
+    def peer_by_index(self, index: int) -> PeerConfig:
+        return tuple(self.peers.values())[index]
