@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "perf", "ring_bench.py")
 
 

@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 import pytest
-from conftest import fulfill_bytes, next_record, prepare_bytes, put_egress, server_peer
+from transport_helpers import fulfill_bytes, next_record, prepare_bytes, put_egress, server_peer
 
 from connector.codec import ilp
 from connector.slots import Egress, Ingress

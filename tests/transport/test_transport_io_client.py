@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import fulfill_bytes, next_record, no_record, prepare_bytes, put_egress
+from transport_helpers import fulfill_bytes, next_record, no_record, prepare_bytes, put_egress
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from conftest import (
+from transport_helpers import (
     RawClient,
     auth_frame,
     fulfill_bytes,
@@ -370,7 +370,7 @@ def test_frames_split_across_segments(rings, start_io):
 
 
 def test_full_ingress_ring_pauses_reading_without_loss(ring_name, start_io):
-    from conftest import IoThread, Ring, RingKind, SLOT_SIZE, TransportConfig, unique_name
+    from transport_helpers import IoThread, Ring, RingKind, SLOT_SIZE, TransportConfig, unique_name
 
     small_in = Ring.create(unique_name("small"), slot_size=SLOT_SIZE, capacity=4, kind=RingKind.MPMC)
     egress = Ring.create(unique_name("eg"), slot_size=SLOT_SIZE, capacity=16, kind=RingKind.MPMC)

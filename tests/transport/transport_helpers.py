@@ -1,4 +1,4 @@
-"""Fixtures for the transport tests: rings, a running I/O thread, helpers to read records."""
+"""Helpers for the transport tests: names, records, packets, a raw WebSocket client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from connector.codec import btp, ilp
 from connector.slots import EGRESS, HEADER_SIZE, INGRESS, SLOT_SIZE
@@ -17,34 +16,6 @@ from ringbuf import Ring, RingKind
 
 def unique_name(tag: str) -> str:
     return f"ilptest-{tag}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def rings():
-    """(ingress, egress) MPMC rings owned by the test thread."""
-    ingress = Ring.create(unique_name("in"), slot_size=SLOT_SIZE, capacity=1024, kind=RingKind.MPMC)
-    egress = Ring.create(unique_name("out"), slot_size=SLOT_SIZE, capacity=1024, kind=RingKind.MPMC)
-    yield ingress, egress
-    ingress.destroy()
-    egress.destroy()
-
-
-@pytest.fixture
-def start_io(rings):
-    """Start an IoThread on the fixture rings; stopped (and checked stopped) after the test."""
-    started = []
-
-    def start(peers, **config) -> IoThread:
-        config.setdefault("listen_host", "127.0.0.1")
-        io = IoThread(TransportConfig(**config), peers, ingress=rings[0], egress=rings[1])
-        io.start()
-        started.append(io)
-        return io
-
-    yield start
-    for io in started:
-        io.stop()
-        assert not io.running
 
 
 def server_peer(index=1, name="alice", secret="s3cret", **kw) -> Peer:
