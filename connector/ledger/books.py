@@ -117,7 +117,9 @@ class PacketBooks:
         self._peers: dict[int, _Peer] = {}
         self._limits: dict[int, tuple[int | None, int | None]] = {}
         self._config_lock = threading.Lock()  # open_peer only: never on the packet path
-        for index, (ledger_id, minimum, maximum) in ledger.peers().items():
+        # Peers opened by name are mapped by open_peer; before names existed, by number.
+        preloaded = {} if ledger.has_peer_names() else ledger.peers()
+        for index, (ledger_id, minimum, maximum) in preloaded.items():
             self._peers[index] = _Peer(index, ledger_id, account_id(index, Role.IN_LIMIT),
                                        account_id(index, Role.OUT_LIMIT))
             self._limits[index] = (minimum, maximum)
@@ -125,8 +127,13 @@ class PacketBooks:
     # ------------------------------------------------------------------ peers
 
     def open_peer(self, peer_index: int, asset_code: str, asset_scale: int,
-                  minimum: int | None, maximum: int | None, emitter: LedgerEmitter | None = None) -> None:
+                  minimum: int | None, maximum: int | None, emitter: LedgerEmitter | None = None,
+                  *, name: str | None = None) -> None:
         """Create the peer's accounts (idempotent) and set its balance range.
+
+        `peer_index` is the peer's number on the rings in this run; with `name`, its
+        accounts are keyed by a permanent number the ledger keeps for that name, so a
+        configuration that reorders its peers finds each balance where it was.
 
         `minimum` <= 0 is how far we may owe the peer, `maximum` >= 0 how much it may owe
         us; None is unbounded.  Prepaid peers: `maximum=0` and deposits recorded with
@@ -136,15 +143,15 @@ class PacketBooks:
         emitter = emitter or self.ledger.thread_emitter()
         with self._config_lock:
             ledger_id = self.ledger.asset_ledger(asset_code, asset_scale)
-            known = self._peers.get(peer_index)
-            if known is not None and known.ledger != ledger_id:
-                raise BooksError(f"peer {peer_index} is on ledger {known.ledger}, not {asset_code}/{asset_scale}")
-            self._create_accounts(peer_index, ledger_id, emitter)
-            peer = _Peer(peer_index, ledger_id, account_id(peer_index, Role.IN_LIMIT),
-                         account_id(peer_index, Role.OUT_LIMIT))
+            number = peer_index if name is None else self.ledger.peer_number(name)
+            saved = self.ledger.peers().get(number)
+            if saved is not None and saved[0] != ledger_id:
+                raise BooksError(f"peer {name or peer_index} is on ledger {saved[0]}, not {asset_code}/{asset_scale}")
+            self._create_accounts(number, ledger_id, emitter)
+            peer = _Peer(number, ledger_id, account_id(number, Role.IN_LIMIT), account_id(number, Role.OUT_LIMIT))
             self._fund(peer, Role.IN_LIMIT, Role.IN_SOURCE, UNBOUNDED if maximum is None else maximum, emitter)
             self._fund(peer, Role.OUT_LIMIT, Role.OUT_SOURCE, UNBOUNDED if minimum is None else -minimum, emitter)
-            self.ledger.save_peer(peer_index, ledger_id, minimum, maximum)
+            self.ledger.save_peer(number, ledger_id, minimum, maximum)
             self._peers[peer_index] = peer
             self._limits[peer_index] = (minimum, maximum)
         if not self.ledger.sync(emitter):
@@ -265,15 +272,17 @@ class PacketBooks:
         debit, credit = (peer.out_limit, peer.in_limit) if amount > 0 else (peer.in_limit, peer.out_limit)
         transfer = Transfer(id=SETTLEMENT_TAG << 120 | settlement_id,
                             debit_account_id=debit, credit_account_id=credit, amount=abs(amount),
-                            user_data_64=settlement_id, user_data_32=peer_index, ledger=peer.ledger,
+                            user_data_64=settlement_id, user_data_32=peer.index, ledger=peer.ledger,
                             code=Code.SETTLEMENT)
         return self.ledger.create_transfers([transfer], emitter)[0]
 
     def balance(self, peer_index: int) -> PeerBalance:
         """The peer's balance and what is reserved in each direction."""
+        known = self._peers.get(peer_index)
+        number = known.index if known is not None else peer_index  # the permanent number
         in_limit, out_limit, source = self.ledger.lookup_accounts(
-            [account_id(peer_index, Role.IN_LIMIT), account_id(peer_index, Role.OUT_LIMIT),
-             account_id(peer_index, Role.IN_SOURCE)])
+            [account_id(number, Role.IN_LIMIT), account_id(number, Role.OUT_LIMIT),
+             account_id(number, Role.IN_SOURCE)])
         funded = source.debits_posted - source.credits_posted
         minimum, maximum = self._limits.get(peer_index, (None, None))
         return PeerBalance(balance=funded - (in_limit.credits_posted - in_limit.debits_posted),

@@ -252,6 +252,15 @@ class EmbeddedLedger:
     def peers(self) -> dict[int, tuple[int, int | None, int | None]]:
         return dict(self._peers)
 
+    def peer_number(self, name: str) -> int:
+        """The permanent number of a named peer (assigned on first use, durably)."""
+        with self._control_lock:
+            return store.peer_number(self._control, name)
+
+    def has_peer_names(self) -> bool:
+        with self._control_lock:
+            return store.has_peer_names(self._control)
+
     # ------------------------------------------------------------------ the batch writer
 
     def _run_writer(self) -> None:

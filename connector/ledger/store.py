@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS assets (ledger INTEGER PRIMARY KEY, code TEXT NOT NUL
     UNIQUE (code, scale));
 CREATE TABLE IF NOT EXISTS peers (peer_index INTEGER PRIMARY KEY, ledger INTEGER NOT NULL,
     minimum TEXT, maximum TEXT);
+CREATE TABLE IF NOT EXISTS peer_names (name TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE);
 """
 
 
@@ -175,6 +176,21 @@ def save_peer(conn: sqlite3.Connection, peer_index: int, ledger: int,
                  "ON CONFLICT (peer_index) DO UPDATE SET ledger = excluded.ledger, "
                  "minimum = excluded.minimum, maximum = excluded.maximum",
                  (peer_index, ledger, _text(minimum), _text(maximum)))
+
+
+def peer_number(conn: sqlite3.Connection, name: str) -> int:
+    """The permanent number of the peer called `name` (its accounts are keyed by it), so
+    reordering or adding peers in the configuration never moves a balance."""
+    row = conn.execute("SELECT number FROM peer_names WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return row[0]
+    conn.execute("INSERT INTO peer_names (name, number) SELECT ?, COALESCE(MAX(number) + 1, 0) FROM peer_names",
+                 (name,))
+    return conn.execute("SELECT number FROM peer_names WHERE name = ?", (name,)).fetchone()[0]
+
+
+def has_peer_names(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM peer_names LIMIT 1").fetchone() is not None
 
 
 def load_peers(conn: sqlite3.Connection) -> dict[int, tuple[int, int | None, int | None]]:

@@ -180,3 +180,33 @@ def test_peers_and_balances_survive_restart(db_path):
 def test_account_ids_per_peer_and_role_are_distinct():
     ids = {account_id(peer, role) for peer in range(50) for role in Role}
     assert len(ids) == 200
+
+
+def test_named_peers_keep_their_balances_when_the_configuration_reorders_them(tmp_path):
+    """Run 1 knows peers [alice, bob]; run 2 lists [bob, carol, alice]: balances follow names."""
+    from connector.ledger.books import PacketBooks
+    from connector.ledger.embedded import EmbeddedLedger, LedgerConfig
+
+    path = str(tmp_path / "ledger.sqlite")
+    ledger = EmbeddedLedger(LedgerConfig(path=path))
+    books = PacketBooks(ledger)
+    books.open_peer(0, "USD", 9, -1000, 1000, name="alice")
+    books.open_peer(1, "USD", 9, -1000, 1000, name="bob")
+    emitter = ledger.emitter()
+    assert books.reserve(1, 0, 70, 1, 70, 30, emitter) is None
+    books.commit(1, emitter, (0, b"reply"))
+    assert ledger.sync(emitter)
+    emitter.close()
+    ledger.close()
+
+    ledger = EmbeddedLedger(LedgerConfig(path=path))
+    books = PacketBooks(ledger)
+    books.open_peer(0, "USD", 9, -1000, 1000, name="bob")
+    books.open_peer(1, "USD", 9, -1000, 1000, name="carol")
+    books.open_peer(2, "USD", 9, -1000, 1000, name="alice")
+    try:
+        assert books.balance(0).balance == -70  # bob: we owe him
+        assert books.balance(1).balance == 0  # carol: new
+        assert books.balance(2).balance == 70  # alice: owes us
+    finally:
+        ledger.close()
