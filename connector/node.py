@@ -1,0 +1,164 @@
+"""A running connector: builds every part from a `Config`, starts the threads, stops them.
+
+Start order makes each stage's consumer exist before its producers: telemetry, then the
+ledger (its batch writer), then the workers, then the I/O thread that feeds them.  Stop
+order is the reverse, so nothing is left in a ring without a consumer: the I/O thread
+stops reading sockets, workers drain the ingress ring and exit, the ledger makes every
+record durable (releasing held Fulfills), telemetry drains, and the rings go away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import ringbuf
+from ringbuf import Ring, RingKind
+
+from .config.model import Config, PeerConfig
+from .ledger.books import PacketBooks
+from .ledger.embedded import EmbeddedLedger, LedgerConfig
+from .packet.peers import PeerInfo
+from .packet.policy import Asset, ExpiryPolicy
+from .packet.routing import RoutingTable
+from .packet.worker import PathContext, Worker
+from .slots import SLOT_SIZE
+from .telemetry import Telemetry, create_telemetry_ring
+from .transport import IoThread, Peer, TransportConfig
+
+log = logging.getLogger(__name__)
+
+
+def path_peers(config: Config) -> dict[int, PeerInfo]:
+    return {p.index: PeerInfo(p.index, p.name, str(p.relation), Asset(p.asset_code, p.asset_scale),
+                              p.max_packet_amount, p.address)
+            for p in config.peers.values()}
+
+
+def routing_table(config: Config) -> RoutingTable:
+    """Static routes, children under our address, and the default route."""
+    routes = [(r.prefix, config.peers[r.peer].index) for r in config.routes]
+    routes += [(p.address, p.index) for p in config.peers.values() if p.address]
+    default = config.peers[config.default_route].index if config.default_route else None
+    return RoutingTable(routes, default)
+
+
+def transport_peer(peer: PeerConfig, max_message_size: int) -> Peer:
+    if str(peer.btp.mode) == "server":
+        return Peer(peer.index, peer.name, "server", secret=peer.btp.secret, username=peer.btp.username,
+                    max_message_size=max_message_size)
+    return Peer(peer.index, peer.name, "client", url=peer.btp.url or "", token=peer.btp.secret,
+                username=peer.btp.username, max_message_size=max_message_size)
+
+
+class Node:
+    def __init__(self, config: Config):
+        self.config = config
+        self._held_local = threading.local()
+        self._held_handles: list[Ring] = []  # egress handles of the ledger's batch writer
+        self._held_lock = threading.Lock()
+        self._started = False
+        self.workers: list[Worker] = []
+
+    # ----------------------------------------------------------------- start
+
+    def start(self) -> None:
+        cfg = self.config
+        removed = ringbuf.sweep_stale(cfg.rings.prefix)
+        if removed:
+            log.warning("removed ring segments left by a previous run", extra={"segments": removed})
+        os.makedirs(cfg.node.data_dir, exist_ok=True)
+        ring_options = {"spin": cfg.rings.spin, "park_timeout": cfg.rings.park_timeout_ms / 1000}
+        slot_size = max(cfg.rings.packet_slot_bytes, SLOT_SIZE)
+        self.ingress = Ring.create(cfg.rings.name("ingress"), slot_size=slot_size,
+                                   capacity=cfg.rings.ingress_capacity, kind=RingKind.MPMC, **ring_options)
+        self.egress = [Ring.create(cfg.rings.name("egress-0"), slot_size=slot_size,
+                                   capacity=cfg.rings.egress_capacity, kind=RingKind.MPMC, **ring_options)]
+        self.telemetry_ring = create_telemetry_ring(cfg.rings.name("telemetry"), cfg.rings.telemetry_capacity)
+        self.ledger = EmbeddedLedger(
+            LedgerConfig(path=cfg.ledger.path, ring_name=cfg.rings.name("ledger"),
+                         ring_slot_size=cfg.rings.ledger_slot_bytes, ring_capacity=cfg.rings.ledger_capacity,
+                         max_batch_transfers=cfg.ledger.max_batch_transfers),
+            on_durable=self._release_held)
+        self.books = PacketBooks(self.ledger)
+        for peer in cfg.peers.values():
+            self.books.open_peer(peer.index, peer.asset_code, peer.asset_scale, peer.balance.minimum,
+                                 peer.balance.maximum, name=peer.name)
+        self.telemetry = Telemetry.from_config(cfg, self.telemetry_ring, balances=self.balances, ready=self.ready)
+        self.telemetry.start()
+        self.io = IoThread(
+            TransportConfig(io_index=0, listen_host=cfg.btp_server.host, listen_port=cfg.btp_server.port,
+                            ilp_address=cfg.node.address),
+            [transport_peer(p, cfg.btp_server.max_message_bytes) for p in cfg.peers.values()],
+            ingress=self.ingress.name, egress=self.egress[0].name)
+        self.context = PathContext(
+            address=cfg.node.address, peers=path_peers(cfg), routes=routing_table(cfg),
+            expiry=ExpiryPolicy(cfg.expiry.min_message_window_ms, cfg.expiry.max_hold_time_ms),
+            books=self.books, egress_names=[ring.name for ring in self.egress], wakers=[self.io.waker],
+            peer_io={}, inflight=[{} for _ in range(cfg.workers.count)],
+            ledger_timeout_s=max(1, cfg.expiry.max_hold_time_ms // 1000 + 5))
+        affinity = cfg.workers.cpu_affinity.get("workers")
+        self.workers = [Worker(i, self.context, self.ingress.name, ledger_emitter_factory=self.ledger.emitter,
+                               telemetry_factory=self.telemetry.emitter, cpus=set(affinity) if affinity else None)
+                        for i in range(cfg.workers.count)]
+        for worker in self.workers:
+            worker.start()
+        self.io.start()
+        self._started = True
+        log.info("connector started", extra={"address": cfg.node.address, "btp": self.btp_address,
+                                               "http_port": self.telemetry.http_port,
+                                               "workers": cfg.workers.count, "peers": len(cfg.peers)})
+
+    @property
+    def btp_address(self) -> tuple[str, int] | None:
+        return getattr(self.io, "listen_address", None)
+
+    # ----------------------------------------------------------------- callbacks
+
+    def _release_held(self, held: list[tuple[int, bytes]]) -> None:
+        """Called by the ledger's batch writer once records are durable: send their Fulfills."""
+        handles = getattr(self._held_local, "egress", None)
+        if handles is None:
+            handles = self._held_local.egress = [ring.handle() for ring in self.egress]
+            with self._held_lock:
+                self._held_handles.extend(handles)
+        touched = set()
+        for io, record in held:
+            try:
+                handles[io].put(record, timeout=5.0)
+            except Exception:
+                log.exception("a durable Fulfill could not be handed to its I/O thread", extra={"io": io})
+                continue
+            touched.add(io)
+        for io in touched:
+            self.context.wakers[io].wake()
+
+    def balances(self) -> dict[str, int]:
+        return {p.name: self.books.balance(p.index).balance for p in self.config.peers.values()}
+
+    def ready(self) -> dict[str, bool]:
+        return {"ledger": bool(self.ledger.healthy), "btp": self.io.running,
+                "workers": all(w.is_alive() for w in self.workers)}
+
+    # ----------------------------------------------------------------- stop
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.io.stop(timeout)
+        self.ingress.close()  # workers drain what is left, then see RingClosed
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join(timeout)
+        self.ledger.close(timeout)
+        self.telemetry.stop()
+        self.telemetry.release_emitters()
+        with self._held_lock:
+            for handle in self._held_handles:
+                handle.detach()
+        for ring in (self.ingress, *self.egress, self.telemetry_ring):
+            ring.destroy()
+        log.info("connector stopped")

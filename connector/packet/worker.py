@@ -1,0 +1,356 @@
+"""The worker: one of a fixed pool of native threads that moves packets.
+
+Each worker takes ingress records in batches from the shared ingress ring and, per
+record, without waiting on any single packet:
+
+* a **Prepare** from a peer: validate (F01), answer ILDCP for children, route (F02),
+  check the maximum packet amount (F08), shorten the expiry (R02), reserve both legs in
+  the ledger (T04), rewrite amount and expiry in place and hand it to the next hop's I/O
+  thread;
+* a **reply** from the next hop: a Fulfill whose fulfillment hashes to the condition is
+  committed (posted) and its reply *held by the ledger until durable*; a wrong one
+  becomes F05 upstream; a Reject is relayed; either way the reservation is released;
+* a **peer down**: everything in flight to that peer is rejected upstream (T01);
+* and, between batches, Prepares whose next hop did not answer in time are rejected
+  upstream with R00.
+
+Rejects we create carry our address as `triggeredBy`.  A record that breaks an
+assumption is logged and dropped; it never ends the thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from ringbuf import Ring, RingClosed
+
+from .. import slots
+from ..codec import ildcp, ilp
+from ..codec.errors import CodecError
+from ..telemetry.events import Outcome
+from .peers import PeerInfo
+from .policy import ExpiryPolicy, convert_amount
+from .routing import RoutingTable
+
+log = logging.getLogger(__name__)
+
+_WORKER_BITS = 4
+MAX_WORKERS = 1 << _WORKER_BITS
+_REQUEST_ID_SPACE = 1 << (32 - _WORKER_BITS)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A Prepare we forwarded and have not yet answered upstream."""
+
+    packet_id: int
+    in_peer: int
+    in_io: int
+    in_connection: int
+    in_request: int
+    out_peer: int
+    amount_in: int
+    amount_out: int
+    condition: bytes
+    deadline_ns: int  # monotonic: when the next hop's expiry has passed
+    received_ns: int
+
+
+@dataclass
+class PathContext:
+    """Everything the workers share; built once by the node, read-only afterwards
+    (except `peer_io`, a dict whose single-key updates are atomic)."""
+
+    address: str
+    peers: dict[int, PeerInfo]
+    routes: RoutingTable
+    expiry: ExpiryPolicy
+    books: object  # connector.ledger PacketBooks
+    egress_names: list[str]
+    wakers: list  # per I/O thread: .wake()
+    peer_io: dict[int, int]  # connected peer -> I/O thread index
+    inflight: list[dict]  # per worker: (out_peer, request id) -> InFlight
+    ledger_timeout_s: int = 35
+
+
+class Worker:
+    """One worker thread (composition, not a Thread subclass: no clash with Thread internals)."""
+
+    def __init__(self, index: int, context: PathContext, ingress_name: str, *, batch: int = 64,
+                 sweep_interval_s: float = 0.01, ledger_emitter_factory=None, telemetry_factory=None,
+                 cpus: set[int] | None = None):
+        if not 0 <= index < MAX_WORKERS:
+            raise ValueError(f"worker index must be below {MAX_WORKERS}")
+        self.index = index
+        self._thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
+        self.ctx = context
+        self.ingress_name = ingress_name
+        self.batch = batch
+        self.sweep_interval_s = sweep_interval_s
+        self.cpus = cpus
+        self._ledger_emitter_factory = ledger_emitter_factory
+        self._telemetry_factory = telemetry_factory
+        self._stopping = threading.Event()
+        self._inflight = context.inflight[index]
+        self._deadlines: list[tuple[int, tuple[int, int]]] = []
+        self._next_id = 0
+        self._our_address = context.address.encode("ascii")
+        self.processed = 0
+
+    # ----------------------------------------------------------------- thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        if self.cpus:
+            import os
+
+            os.sched_setaffinity(0, self.cpus)
+        self._ingress = Ring.attach(self.ingress_name)
+        self._egress = [Ring.attach(name) for name in self.ctx.egress_names]
+        self._ledger = self._ledger_emitter_factory() if self._ledger_emitter_factory else None
+        self._telemetry = self._telemetry_factory() if self._telemetry_factory else None
+        self._woken: set[int] = set()
+        try:
+            self._loop()
+        finally:
+            self._wake_io()
+            if self._ledger is not None:
+                self._drain_ledger_backlog()
+                self._ledger.close()
+            for ring in (self._ingress, *self._egress):
+                ring.detach()
+
+    def _drain_ledger_backlog(self, timeout_s: float = 5.0) -> None:
+        """Records parked in the emitter (the ledger ring was full) must reach the ring."""
+        deadline = time.monotonic() + timeout_s
+        while not self._ledger.flush() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _loop(self) -> None:
+        ingress = self._ingress
+        next_sweep = 0
+        while not self._stopping.is_set():
+            try:
+                first, count = ingress.consume(self.batch, timeout=self.sweep_interval_s)
+            except RingClosed:
+                return
+            for position in range(first, first + count):
+                view = ingress.view(position)
+                try:
+                    self._dispatch(view)
+                except Exception:
+                    log.exception("worker dropped a record it could not handle", extra={"worker": self.index})
+                finally:
+                    view.release()
+            ingress.release(first, count)
+            self.processed += count
+            if self._ledger is not None and self._ledger.backlogged:
+                self._ledger.flush()
+            now = time.monotonic_ns()
+            if now >= next_sweep:
+                self._expire(now)
+                next_sweep = now + int(self.sweep_interval_s * 1e9)
+            self._wake_io()
+
+    def _dispatch(self, record: memoryview) -> None:
+        kind, io, peer, connection, request, _, received_ns = slots.INGRESS.unpack_from(record)
+        body = record[slots.HEADER_SIZE :]
+        if kind == slots.Ingress.PREPARE:
+            self._on_prepare(io, peer, connection, request, received_ns, body)
+        elif kind == slots.Ingress.REPLY:
+            self._on_reply(peer, request, body)
+        elif kind == slots.Ingress.PEER_UP:
+            self.ctx.peer_io[peer] = io
+        elif kind == slots.Ingress.PEER_DOWN:
+            self._on_peer_down(peer, io)
+        else:
+            log.warning("unknown ingress record kind", extra={"kind": kind})
+
+    # ----------------------------------------------------------------- Prepare
+
+    def _on_prepare(self, io: int, peer: int, connection: int, request: int, received_ns: int,
+                    body: memoryview) -> None:
+        source = self.ctx.peers.get(peer)
+        reply_to = (io, peer, connection, request, received_ns)
+        if source is None:
+            log.warning("prepare from an unknown peer index", extra={"peer": peer})
+            return
+        try:
+            prepare = ilp.PrepareView(body)
+        except CodecError as exc:
+            return self._reject(reply_to, ilp.F01_INVALID_PACKET, f"invalid packet: {exc}")
+        destination = prepare.destination
+        if destination == ildcp.ILDCP_DESTINATION:
+            return self._answer_ildcp(reply_to, source)
+        amount = prepare.amount
+        if source.max_packet_amount is not None and amount > source.max_packet_amount:
+            return self._reject(reply_to, ilp.F08_AMOUNT_TOO_LARGE, "packet amount exceeds the maximum",
+                                ilp.encode_amount_too_large(amount, source.max_packet_amount))
+        out_peer = self.ctx.routes.resolve(destination)
+        target = self.ctx.peers.get(out_peer) if out_peer is not None else None
+        if target is None or out_peer == peer:
+            return self._reject(reply_to, ilp.F02_UNREACHABLE, f"no route to {destination[:100]}")
+        out_io = self.ctx.peer_io.get(out_peer)
+        if out_io is None:
+            return self._reject(reply_to, ilp.T01_PEER_UNREACHABLE, f"peer {target.name} is not connected")
+        out_amount = convert_amount(amount, source.asset, target.asset)
+        if out_amount is None:
+            return self._reject(reply_to, ilp.F02_UNREACHABLE,
+                                f"no rate from {source.asset.code} to {target.asset.code}")
+        now_ms = time.time_ns() // 1_000_000
+        expiry_ms = self.ctx.expiry.outgoing_expiry(prepare.expires_at_ms, now_ms)
+        if expiry_ms is None:
+            return self._reject(reply_to, ilp.R02_INSUFFICIENT_TIMEOUT, "too little time left to forward")
+        packet_id, request_out = self._new_ids()
+        code = self.ctx.books.reserve(packet_id, peer, amount, out_peer, out_amount,
+                                      self.ctx.ledger_timeout_s, self._ledger)
+        if code is not None:
+            return self._reject(reply_to, code, "insufficient liquidity" if code == "T04" else "ledger refused")
+        prepare.set_amount(out_amount)
+        prepare.set_expires_at_ms(expiry_ms)
+        deadline = time.monotonic_ns() + (expiry_ms - now_ms) * 1_000_000
+        key = (out_peer, request_out)
+        self._inflight[key] = InFlight(packet_id, peer, io, connection, request, out_peer, amount, out_amount,
+                                       bytes(prepare.execution_condition), deadline, received_ns)
+        heapq.heappush(self._deadlines, (deadline, key))
+        self._send(out_io, slots.Egress.PREPARE, out_peer, 0, request_out, received_ns, body)
+
+    def _new_ids(self) -> tuple[int, int]:
+        """A run-unique packet id, and a BTP request id whose low bits name this worker
+        (so any worker can find the entry a reply belongs to) and that is never 0."""
+        n = self._next_id = self._next_id + 1
+        sequence = n % (_REQUEST_ID_SPACE - 1) + 1
+        return (n << _WORKER_BITS) | self.index, (sequence << _WORKER_BITS) | self.index
+
+    def _answer_ildcp(self, reply_to, source: PeerInfo) -> None:
+        if not source.is_child or not source.address:
+            return self._reject(reply_to, ilp.F02_UNREACHABLE, "ILDCP is served to child peers only")
+        response = ildcp.IldcpResponse(source.address, source.asset.scale, source.asset.code)
+        self._reply(reply_to, ildcp.encode_ildcp_response(response))
+
+    # ----------------------------------------------------------------- replies
+
+    def _on_reply(self, out_peer: int, request: int, body: memoryview) -> None:
+        owner = request & (MAX_WORKERS - 1)
+        table = self.ctx.inflight[owner] if owner < len(self.ctx.inflight) else {}
+        entry = table.pop((out_peer, request), None)
+        if entry is None:
+            log.info("reply for a request no longer in flight (late or unknown)",
+                     extra={"peer": out_peer, "request": request})
+            return
+        reply_to = (entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns)
+        packet_type = body[0] if len(body) else 0
+        if packet_type == ilp.FULFILL:
+            self._on_fulfill(entry, reply_to, body)
+        elif packet_type == ilp.REJECT:
+            self._on_reject(entry, reply_to, body)
+        else:
+            self.ctx.books.release(entry.packet_id, self._ledger)
+            self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop answered with an invalid packet")
+
+    def _on_reject(self, entry: InFlight, reply_to, body: memoryview) -> None:
+        """Relay the next hop's Reject unchanged (its triggeredBy names who refused)."""
+        self.ctx.books.release(entry.packet_id, self._ledger)
+        try:
+            code = ilp.decode_reject(body).code
+        except CodecError:
+            return self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop sent an invalid Reject")
+        self._reply(reply_to, body, outcome=Outcome.REJECTED, code=code)
+
+    def _on_fulfill(self, entry: InFlight, reply_to, body: memoryview) -> None:
+        try:
+            fulfill = ilp.decode_fulfill(body)
+        except CodecError:
+            self.ctx.books.release(entry.packet_id, self._ledger)
+            return self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop sent an invalid Fulfill")
+        if hashlib.sha256(fulfill.fulfillment).digest() != entry.condition:
+            self.ctx.books.release(entry.packet_id, self._ledger)
+            return self._reject(reply_to, ilp.F05_WRONG_CONDITION, "fulfillment does not match the condition")
+        io, peer, connection, request, received_ns = reply_to
+        held = _egress_record(slots.Egress.REPLY, peer, connection, request, received_ns, body)
+        self.ctx.books.commit(entry.packet_id, self._ledger, (io, held))
+        self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED, None,
+                   received_ns)
+
+    def _on_peer_down(self, peer: int, io: int) -> None:
+        if self.ctx.peer_io.get(peer) == io:
+            self.ctx.peer_io.pop(peer, None)
+        for table in self.ctx.inflight:
+            for key, entry in table.copy().items():
+                if entry.out_peer == peer and table.pop(key, None) is not None:
+                    self._fail_upstream(entry, ilp.T01_PEER_UNREACHABLE, "the next hop disconnected")
+
+    def _expire(self, now_ns: int) -> None:
+        deadlines, table = self._deadlines, self._inflight
+        while deadlines and deadlines[0][0] <= now_ns:
+            _, key = heapq.heappop(deadlines)
+            entry = table.pop(key, None)
+            if entry is not None:
+                self._fail_upstream(entry, ilp.R00_TRANSFER_TIMED_OUT, "the next hop did not answer in time")
+        if len(deadlines) > 4 * len(table) + 1024:  # drop heap entries of answered packets
+            self._deadlines = [item for item in deadlines if item[1] in table]
+            heapq.heapify(self._deadlines)
+
+    def _fail_upstream(self, entry: InFlight, code: str, message: str) -> None:
+        self.ctx.books.release(entry.packet_id, self._ledger)
+        reply_to = (entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns)
+        self._reject(reply_to, code, message)
+
+    # ----------------------------------------------------------------- output
+
+    def _reject(self, reply_to, code: str, message: str, data: bytes = b"") -> None:
+        reject = ilp.encode_reject(ilp.Reject(code, self.ctx.address, message, data))
+        self._reply(reply_to, reject, outcome=Outcome.REJECTED_BY_US, code=code)
+
+    def _reply(self, reply_to, packet, *, outcome: Outcome = Outcome.FULFILLED, code: str | None = None) -> None:
+        io, peer, connection, request, received_ns = reply_to
+        self._send(io, slots.Egress.REPLY, peer, connection, request, received_ns, packet)
+        if outcome is not Outcome.FULFILLED:
+            self._emit(peer, None, 0, 0, outcome, code, received_ns)
+
+    def _send(self, io: int, kind: int, peer: int, connection: int, request: int, received_ns: int, body) -> None:
+        ring = self._egress[io]
+        first, count = ring.claim(1, timeout=5.0)
+        if not count:
+            log.error("egress ring stayed full for 5 s; record dropped", extra={"io": io, "peer": peer})
+            return
+        slot = ring.slot(first)
+        slots.EGRESS.pack_into(slot, 0, kind, 0, peer, connection, request, 0, received_ns)
+        size = len(body)
+        slot[slots.HEADER_SIZE : slots.HEADER_SIZE + size] = body
+        ring.set_length(first, slots.HEADER_SIZE + size)
+        ring.publish(first, 1)
+        self._woken.add(io)
+
+    def _wake_io(self) -> None:
+        for io in self._woken:
+            self.ctx.wakers[io].wake()
+        self._woken.clear()
+
+    def _emit(self, in_peer, out_peer, amount_in, amount_out, outcome, code, received_ns) -> None:
+        if self._telemetry is not None:
+            self._telemetry.packet(in_peer, out_peer, amount_in, amount_out, outcome, code,
+                                   time.monotonic_ns() - received_ns)
+
+
+def _egress_record(kind: int, peer: int, connection: int, request: int, received_ns: int, body) -> bytes:
+    record = bytearray(slots.HEADER_SIZE + len(body))
+    slots.EGRESS.pack_into(record, 0, kind, 0, peer, connection, request, 0, received_ns)
+    record[slots.HEADER_SIZE :] = body
+    return bytes(record)
