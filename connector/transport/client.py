@@ -113,7 +113,8 @@ class BtpClient:
         return future
 
     def serve(self, handler) -> None:
-        """Answer every Prepare the other side sends with handler(prepare: bytes) -> reply bytes."""
+        """Answer every Prepare the other side sends with handler(prepare: bytes) -> reply bytes
+        (None: send no answer)."""
         self._handler = handler
 
     def _call(self, message: btp.BtpMessage):
@@ -194,6 +195,8 @@ class BtpClient:
             log.warning("a Prepare arrived but no handler is set", extra={"request": request_id})
             return
         reply = self._handler(prepare)
+        if reply is None:  # the handler chose not to answer (tests of timeouts and lost peers)
+            return
         out = bytearray()
         btp_wire.append_ilp_frame(self._writer, out, btp.RESPONSE, request_id, reply)
         self._send(out)

@@ -466,12 +466,14 @@ class IoThread:
             self._send_btp(conn, btp_wire.error(frame.request_id, "BTP Transfer is not supported"))
 
     def _on_prepare(self, conn: Connection, request_id: int, packet, now_ns: int) -> None:
+        # Not a Prepare, or too big for a slot: answered here, at the edge, with an ILP
+        # Reject F01 (the workers check everything else about a Prepare).
         if not packet or packet[0] != ilp.PREPARE:
-            self._send_btp(conn, btp_wire.error(request_id, "ilp data of a BTP Message must be an ILP Prepare"))
-            return
+            return self._answer_ilp(conn, request_id, self._reject(
+                ilp.F01_INVALID_PACKET, "ilp data of a BTP Message must be an ILP Prepare"))
         if len(packet) > self._max_body:
-            self._send_btp(conn, btp_wire.error(request_id, f"ILP packet over {self._max_body} bytes"))
-            return
+            return self._answer_ilp(conn, request_id, self._reject(
+                ilp.F01_INVALID_PACKET, f"ILP packet over {self._max_body} bytes"))
         self._records.append((Ingress.PREPARE, conn.peer.index, conn.id, request_id, now_ns, packet))
 
     def _on_reply(self, conn: Connection, request_id: int, now_ns: int, *, packet=None,
@@ -499,6 +501,10 @@ class IoThread:
         self._send_btp(conn, btp_wire.error(btp_wire.request_id_of(payload), f"malformed BTP frame: {exc}"))
         if conn.bad_frames > self.config.max_bad_frames:
             self._close(conn, CLOSE_POLICY_VIOLATION, "too many malformed BTP frames")
+
+    def _answer_ilp(self, conn: Connection, request_id: int, packet: bytes) -> None:
+        btp_wire.append_ilp_frame(conn.writer, conn.out, btp.RESPONSE, request_id, packet)
+        self._mark_dirty(conn)
 
     def _send_btp(self, conn: Connection, frame: btp.Frame) -> None:
         btp_wire.append_btp(conn.writer, conn.out, frame)

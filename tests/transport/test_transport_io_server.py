@@ -204,13 +204,15 @@ def test_message_without_ilp_gets_empty_response(rings, start_io):
         assert btp.decode_frame(ws.recv(timeout=5)) == btp.BtpResponse(8, ())
 
 
-def test_non_prepare_ilp_message_and_transfer_get_btp_errors(rings, start_io):
-    io = start_io([server_peer()])
+def test_non_prepare_ilp_message_gets_f01_and_transfer_a_btp_error(rings, start_io):
+    io = start_io([server_peer()], ilp_address="g.us")
     with connect(url(io)) as ws:
         authenticate(ws, rings[0])
         ws.send(btp.encode_frame(btp.ilp_message(9, fulfill_bytes())))
         answer = btp.decode_frame(ws.recv(timeout=5))
-        assert isinstance(answer, btp.BtpError) and answer.request_id == 9
+        assert isinstance(answer, btp.BtpResponse) and answer.request_id == 9
+        reject = ilp.decode_reject(btp.ilp_packet_of(answer))
+        assert (reject.code, reject.triggered_by) == ("F01", "g.us")
         ws.send(btp.encode_frame(btp.BtpTransfer(10, 100)))
         answer = btp.decode_frame(ws.recv(timeout=5))
         assert isinstance(answer, btp.BtpError) and answer.request_id == 10
