@@ -192,9 +192,13 @@ class PacketBooks:
     # ------------------------------------------------------------------ packets
 
     def reserve(self, packet_id: int, in_peer: int, in_amount: int, out_peer: int, out_amount: int,
-                timeout_s: float, emitter: LedgerEmitter) -> str | None:
+                timeout_s: float, emitter: LedgerEmitter, reference: int | None = None) -> str | None:
         """Reserve both legs (linked pending transfers).  None, or the ILP code to reject with:
-        T04 a limit would be crossed; T03 the ledger is backed up; T00 anything else."""
+        T04 a limit would be crossed; T03 the ledger is backed up; T00 anything else.
+
+        `reference` (u128) goes in both legs' `user_data_128`: the worker passes the first
+        16 bytes of the execution condition, which ties a transfer to the payment a sender
+        can name (the audit after a crash uses it)."""
         if emitter.backlogged and not emitter.flush():
             return "T03"
         a, b = self._peers.get(in_peer), self._peers.get(out_peer)
@@ -202,12 +206,13 @@ class PacketBooks:
             log.warning("reserve for a peer with no accounts", extra={"in_peer": in_peer, "out_peer": out_peer})
             return "T00"
         epoch, timeout = self.epoch, max(1, math.ceil(timeout_s))
+        user_data = epoch << 64 | packet_id if reference is None else reference
         legs = [
             Transfer(packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING), a.in_limit, a.out_limit,
-                     in_amount, 0, epoch << 64 | packet_id, packet_id, in_peer, timeout, a.ledger,
+                     in_amount, 0, user_data, packet_id, in_peer, timeout, a.ledger,
                      Code.PACKET, PENDING | LINKED),
             Transfer(packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING), b.out_limit, b.in_limit,
-                     out_amount, 0, epoch << 64 | packet_id, packet_id, out_peer, timeout, b.ledger,
+                     out_amount, 0, user_data, packet_id, out_peer, timeout, b.ledger,
                      Code.PACKET, PENDING),
         ]
         results, created = self.state.create_transfers_detailed(legs)

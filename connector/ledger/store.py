@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from .model import RECORD_SIZE, Account, iter_accounts, pack_account
 from .shadow import KEYED, ShadowBooks, key_of
 
+_USER_DATA_128 = 80  # offset of user_data_128 in a 128-byte transfer
+
 SCHEMA_VERSION = 1
 
 BATCH_TRAFFIC = 0
@@ -222,6 +224,7 @@ class AuditReport:
     posted_pending_ids: set[int] = field(default_factory=set)
     voided_pending_ids: set[int] = field(default_factory=set)
     single_phase_ids: set[int] = field(default_factory=set)
+    pending_references: dict[int, int] = field(default_factory=dict)  # pending id -> user_data_128
 
     @property
     def ok(self) -> bool:
@@ -231,6 +234,11 @@ class AuditReport:
         """True if `transfer_id` is durably posted: a single-phase transfer, or a pending
         transfer whose post is on disk."""
         return transfer_id in self.posted_pending_ids or transfer_id in self.single_phase_ids
+
+    def posted_references(self) -> set[int]:
+        """`user_data_128` of every durably posted pending transfer (the packet books put
+        the first 16 bytes of the packet's execution condition there)."""
+        return {ref for tid, ref in self.pending_references.items() if tid in self.posted_pending_ids}
 
 
 def audit(path: str, *, expect_no_pending: bool = False) -> AuditReport:
@@ -308,8 +316,11 @@ def _replay(conn: sqlite3.Connection, stored: dict[bytes, Account], report: Audi
 
 
 def _note_outcomes(blob, report: AuditReport) -> None:
-    for tid, _dr, _cr, _lo, _hi, pending_id, *_rest, flags, _ts in KEYED.iter_unpack(blob):
-        if flags & 4:
+    for offset, (tid, _dr, _cr, _lo, _hi, pending_id, *_rest, flags, _ts) in enumerate(KEYED.iter_unpack(blob)):
+        if flags & 2:
+            at = offset * RECORD_SIZE + _USER_DATA_128
+            report.pending_references[int.from_bytes(tid, "little")] = int.from_bytes(blob[at : at + 16], "little")
+        elif flags & 4:
             report.posted_pending_ids.add(int.from_bytes(pending_id, "little"))
         elif flags & 8:
             report.voided_pending_ids.add(int.from_bytes(pending_id, "little"))

@@ -218,8 +218,9 @@ class Worker:
         if expiry_ms is None:
             return self._reject(reply_to, ilp.R02_INSUFFICIENT_TIMEOUT, "too little time left to forward")
         packet_id, request_out = self._new_ids()
-        code = self.ctx.books.reserve(packet_id, peer, amount, out_peer, out_amount,
-                                      self.ctx.ledger_timeout_s, self._ledger)
+        condition = bytes(prepare.execution_condition)
+        code = self.ctx.books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
+                                      self._ledger, int.from_bytes(condition[:16], "little"))
         if code is not None:
             return self._reject(reply_to, code, "insufficient liquidity" if code == "T04" else "ledger refused")
         prepare.set_amount(out_amount)
@@ -227,7 +228,7 @@ class Worker:
         deadline = time.monotonic_ns() + (expiry_ms - now_ms) * 1_000_000
         key = (out_peer, request_out)
         self._inflight[key] = InFlight(packet_id, peer, io, connection, request, out_peer, amount, out_amount,
-                                       bytes(prepare.execution_condition), deadline, received_ns)
+                                       condition, deadline, received_ns)
         heapq.heappush(self._deadlines, (deadline, key))
         self._send(out_io, slots.Egress.PREPARE, out_peer, 0, request_out, received_ns, body)
 
@@ -284,7 +285,9 @@ class Worker:
             return self._reject(reply_to, ilp.F05_WRONG_CONDITION, "fulfillment does not match the condition")
         io, peer, connection, request, received_ns = reply_to
         held = _egress_record(slots.Egress.REPLY, peer, connection, request, received_ns, body)
-        self.ctx.books.commit(entry.packet_id, self._ledger, (io, held))
+        if not self.ctx.books.commit(entry.packet_id, self._ledger, (io, held)):
+            # The reservation expired or was voided meanwhile: never fulfil what is not booked.
+            return self._reject(reply_to, ilp.R00_TRANSFER_TIMED_OUT, "the reservation expired before the Fulfill")
         self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED, None,
                    received_ns)
 

@@ -30,8 +30,13 @@ CHILD = textwrap.dedent("""
     books = PacketBooks(ledger)
     books.open_peer(1, "USD", 9, -10**12, 10**12)
     books.open_peer(2, "USD", 9, -10**12, 10**12)
-    print(f"EPOCH {books.epoch}", flush=True)
     packet_ids = itertools.count(1)
+    # One reservation that is never resolved, made durable before the load starts, so
+    # something is certainly pending when the kill lands.
+    held = ledger.emitter()
+    assert books.reserve(next(packet_ids), 1, 5, 2, 5, 30, held) is None
+    assert ledger.sync(held)
+    print(f"EPOCH {books.epoch}", flush=True)
 
     def work(seed):
         rng = random.Random(seed)
@@ -95,6 +100,6 @@ def test_kill_9_under_load_keeps_the_books(db_path):
         conn = sqlite3.connect(db_path)
         (restart_batches,) = conn.execute("SELECT COUNT(*) FROM batches WHERE kind = 1").fetchone()
         conn.close()
-        assert restart_batches >= 1, "a reservation was surely in flight at the kill: it must be voided"
+        assert restart_batches >= 1, "the child's held reservation was pending at the kill: it must be voided"
     finally:
         sweep_stale("ilpledger-")
