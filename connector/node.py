@@ -20,7 +20,7 @@ from .config.model import Config, PeerConfig
 from .ledger.books import PacketBooks
 from .ledger.embedded import EmbeddedLedger, LedgerConfig
 from .packet.peers import PeerInfo
-from .packet.policy import Asset, ExpiryPolicy
+from .packet.policy import Asset, ExpiryPolicy, TokenBucket
 from .packet.routing import RoutingTable
 from .packet.worker import PathContext, Worker
 from .slots import SLOT_SIZE
@@ -32,8 +32,16 @@ log = logging.getLogger(__name__)
 
 def path_peers(config: Config) -> dict[int, PeerInfo]:
     return {p.index: PeerInfo(p.index, p.name, str(p.relation), Asset(p.asset_code, p.asset_scale),
-                              p.max_packet_amount, p.address)
+                              p.max_packet_amount, p.address,
+                              TokenBucket(p.rate_limit.packets_per_second, p.rate_limit.burst)
+                              if p.rate_limit else None)
             for p in config.peers.values()}
+
+
+def pin(thread: threading.Thread | None, cpus) -> None:
+    """Pin a running thread to CPUs (Linux: a thread's native id is a valid pid here)."""
+    if thread is not None and cpus and thread.native_id is not None:
+        os.sched_setaffinity(thread.native_id, set(cpus))
 
 
 def routing_table(config: Config) -> RoutingTable:
@@ -105,6 +113,9 @@ class Node:
         for worker in self.workers:
             worker.start()
         self.io.start()
+        affinity = cfg.workers.cpu_affinity
+        pin(getattr(self.io, "_thread", None), affinity.get("io"))
+        pin(getattr(self.ledger, "_writer", None), affinity.get("batch_writer"))
         self._started = True
         log.info("connector started", extra={"address": cfg.node.address, "btp": self.btp_address,
                                                "http_port": self.telemetry.http_port,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import Asset
+from .policy import Asset, TokenBucket
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class PeerInfo:
     asset: Asset
     max_packet_amount: int | None = None
     address: str | None = None  # a child's address, given to it over ILDCP
+    rate_limit: TokenBucket | None = None  # Prepares from this peer over the rate get T05
 
     @property
     def is_child(self) -> bool:

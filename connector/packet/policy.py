@@ -46,3 +46,35 @@ def convert_amount(amount: int, source: Asset, destination: Asset) -> int | None
     if shift >= 0:
         return amount * 10**shift
     return amount // 10**-shift
+
+
+class TokenBucket:
+    """Per-peer packet rate limit shared by every worker: `rate` packets per second with
+    bursts up to `burst`.  A short lock per call (a few hundred nanoseconds, one peer's
+    packets only); the alternative, per-worker buckets, would let N workers admit N times
+    the configured rate."""
+
+    def __init__(self, rate: float, burst: int, clock=None):
+        import threading
+        import time
+
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._clock = clock or time.monotonic
+        self._tokens = float(burst)
+        self._last = self._clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Spend one token; False when the peer is over its rate."""
+        with self._lock:
+            now = self._clock()
+            tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if tokens < 1.0:
+                self._tokens = tokens
+                return False
+            self._tokens = tokens - 1.0
+            return True

@@ -195,6 +195,10 @@ class Worker:
             prepare = ilp.PrepareView(body)
         except CodecError as exc:
             return self._reject(reply_to, ilp.F01_INVALID_PACKET, f"invalid packet: {exc}")
+        if source.rate_limit is not None and not source.rate_limit.take():
+            if self._telemetry is not None:
+                self._telemetry.rate_limited(peer, 1, prepare.amount)
+            return self._reject(reply_to, ilp.T05_RATE_LIMITED, "rate limit exceeded")
         destination = prepare.destination
         if destination == ildcp.ILDCP_DESTINATION:
             return self._answer_ildcp(reply_to, source)

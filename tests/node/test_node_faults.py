@@ -92,3 +92,70 @@ def test_a_peer_that_is_not_connected_is_t01(node):
         assert reject_code(alice.request(prepare(b"nobody home"))) == "T01"
     finally:
         alice.close()
+
+
+def test_a_peer_over_its_rate_limit_gets_t05(tmp_path):
+    config = write_config(tmp_path)
+    text = config.read_text().replace("    btp: {mode: server, secret_env: ALICE_SECRET}",
+                                      "    rate_limit: {packets_per_second: 1, burst: 3}\n"
+                                      "    btp: {mode: server, secret_env: ALICE_SECRET}")
+    config.write_text(text)
+    n = Node(load_config(config, {**os.environ, **SECRETS}))
+    n.start()
+    alice, bob = client(*n.btp_address, "alice"), client(*n.btp_address, "bob")
+    bob.serve(fulfil)
+    try:
+        codes = [reject_code(alice.request(prepare(b"r%d" % i))) for i in range(5)]
+        assert codes == [None, None, None, "T05", "T05"]
+    finally:
+        alice.close()
+        bob.close()
+        n.stop()
+
+
+def test_threads_are_pinned_to_the_configured_cpus(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(
+        "workers: {count: 2}", "workers: {count: 2, cpu_affinity: {io: [0], workers: [1], batch_writer: [0]}}"))
+    n = Node(load_config(config, {**os.environ, **SECRETS}))
+    n.start()
+    try:
+        assert os.sched_getaffinity(n.io._thread.native_id) == {0}
+        assert os.sched_getaffinity(n.ledger._writer.native_id) == {0}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(os.sched_getaffinity(w._thread.native_id) != {1}
+                                                 for w in n.workers):
+            time.sleep(0.01)
+        assert all(os.sched_getaffinity(w._thread.native_id) == {1} for w in n.workers)
+    finally:
+        n.stop()
+
+
+def test_metrics_health_and_ready_are_served(node):
+    import urllib.request
+
+    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
+    bob.serve(fulfil)
+    try:
+        for i in range(3):
+            assert alice.request(prepare(b"m%d" % i, amount=5))[0] == ilp.FULFILL
+    finally:
+        alice.close()
+        bob.close()
+    base = f"http://127.0.0.1:{node.telemetry.http_port}"
+    with urllib.request.urlopen(base + "/health", timeout=5) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(base + "/ready", timeout=5) as response:
+        assert response.status == 200
+    deadline = time.monotonic() + 5
+    while True:  # the telemetry thread flushes every 100 ms
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        if 'ilp_connector_incoming_ilp_packets_total{account="alice"' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    lines = [line for line in text.splitlines() if line.startswith("ilp_connector_incoming_ilp_packets_total{")
+             and 'account="alice"' in line and 'result="fulfilled"' in line]
+    assert lines and float(lines[0].split()[-1]) == 3.0, text[:2000]
+    assert "ilp_connector_packet_latency_seconds_bucket" in text
+    assert 'ilp_connector_balance{account="bob"' in text

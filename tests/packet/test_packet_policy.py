@@ -70,3 +70,15 @@ def test_amounts_convert_between_scales_rounding_down():
     assert convert_amount(12_349_999_999, usd9, usd2) == 1234
     assert convert_amount(5, usd9, usd9) == 5
     assert convert_amount(5, usd9, Asset("XRP", 9)) is None
+
+
+def test_token_bucket_admits_the_burst_then_the_rate():
+    from connector.packet.policy import TokenBucket
+
+    now = [0.0]
+    bucket = TokenBucket(rate=10, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.1  # one token back
+    assert bucket.take() and not bucket.take()
+    now[0] += 10  # refills to the burst, not beyond
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
