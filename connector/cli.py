@@ -59,7 +59,9 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """Start a connector on embedded defaults with two local peers and send payments."""
     from .demo import run_demo
+    from .telemetry import configure_logging
 
+    configure_logging("text", "WARNING")
     for report in run_demo(packets=args.packets, amount=args.amount, window=args.window,
                            workers=args.workers, data_dir=args.data_dir, http_port=args.http_port):
         sys.stdout.write(json.dumps(report) + "\n")
