@@ -111,7 +111,12 @@ class EmbeddedLedger:
         self._init_stats()
         self.healthy = True
         self.last_error: str | None = None
-        self._open_database()
+        self._lock_fd = store.lock_exclusive(self.path)
+        try:
+            self._open_database()
+        except BaseException:
+            store.unlock(self._lock_fd)
+            raise
         self._ring, self._owns_ring = self._open_ring()
         self._writer = threading.Thread(target=self._run_writer, name="ledger-batch-writer", daemon=True)
         self._writer.start()
@@ -481,6 +486,9 @@ class EmbeddedLedger:
             emitter.close()
         with self._control_lock:
             self._control.close()
+        if self._lock_fd is not None:
+            store.unlock(self._lock_fd)
+            self._lock_fd = None
         if self._owns_ring and finished:
             self._ring.destroy()
         return finished

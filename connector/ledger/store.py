@@ -52,6 +52,33 @@ CREATE TABLE IF NOT EXISTS peer_names (name TEXT PRIMARY KEY, number INTEGER NOT
 """
 
 
+class LedgerInUse(RuntimeError):
+    """Another process has this ledger open: two writers would corrupt the books."""
+
+
+def lock_exclusive(path: str) -> int:
+    """Hold `<path>.lock` with an exclusive flock for as long as the ledger is open (the
+    kernel drops it when the process dies, even by kill -9). Returns the descriptor."""
+    import fcntl
+
+    lock_path = path + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise LedgerInUse(f"ledger {path} is open in another process (pid {holder}); "
+                          f"one connector per data directory") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    return fd
+
+
+def unlock(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the flock
+
+
 def connect(path: str, busy_timeout_ms: int = 1000) -> sqlite3.Connection:
     """A connection with the durability settings; autocommit off (explicit BEGIN)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True,

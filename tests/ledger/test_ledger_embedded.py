@@ -220,3 +220,23 @@ def test_full_ring_parks_records_in_the_emitter_backlog(db_path, capacity):
         assert wait_for(lambda: emitter.flush() and len(released) == capacity * 4)
         emitter.close()
     assert [target for target, _ in released] == list(range(capacity * 4))
+
+
+def test_a_second_process_cannot_open_the_same_ledger(tmp_path):
+    import subprocess
+    import sys
+
+    from connector.ledger.embedded import EmbeddedLedger, LedgerConfig
+
+    path = str(tmp_path / "ledger.sqlite")
+    code = ("import sys\nfrom connector.ledger.embedded import EmbeddedLedger, LedgerConfig\n"
+            "from connector.ledger.store import LedgerInUse\n"
+            f"try:\n    EmbeddedLedger(LedgerConfig(path={path!r}))\nexcept LedgerInUse as exc:\n"
+            "    print(exc)\n    sys.exit(3)\n")
+    with EmbeddedLedger(LedgerConfig(path=path)):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 3, proc.stderr
+        assert "open in another process" in proc.stdout and str(os.getpid()) in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", code +
+                           "else:\n    print('opened')\n"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "opened" in proc.stdout, proc.stderr
