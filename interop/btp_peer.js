@@ -16,16 +16,8 @@ const Ildcp = require('ilp-protocol-ildcp')
 
 const sha256 = (b) => crypto.createHash('sha256').update(b).digest()
 const fulfillmentFor = (data) => sha256(Buffer.concat([Buffer.from('interop:'), data]))
+const parseArgs = require('./cli_args')
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-function parseArgs (argv) {
-  const args = { _: [] }
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i].startsWith('--')) args[argv[i].slice(2)] = argv[++i]
-    else args._.push(argv[i])
-  }
-  return args
-}
 
 async function connect (url) {
   const plugin = new BtpPlugin({ server: url })

@@ -19,16 +19,8 @@ if (DataAndMoneyStream) {
   })
 }
 
+const parseArgs = require('./cli_args')
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-function parseArgs (argv) {
-  const args = { _: [] }
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i].startsWith('--')) args[argv[i].slice(2)] = argv[++i]
-    else args._.push(argv[i])
-  }
-  return args
-}
 
 async function server (args) {
   const plugin = new BtpPlugin({ server: args.url })
