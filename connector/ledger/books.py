@@ -35,6 +35,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from ..lockfree import peek
 from .embedded import EmbeddedLedger
 from .model import AMOUNT_MAX, Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
 from .records import LedgerEmitter
@@ -201,7 +202,7 @@ class PacketBooks:
         can name (the audit after a crash uses it)."""
         if emitter.backlogged and not emitter.flush():
             return "T03"
-        a, b = self._peers.get(in_peer), self._peers.get(out_peer)
+        a, b = peek(self._peers, in_peer), peek(self._peers, out_peer)
         if a is None or b is None:
             log.warning("reserve for a peer with no accounts", extra={"in_peer": in_peer, "out_peer": out_peer})
             return "T00"

@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from ..lockfree import peek
 from .model import (
     AMOUNT_MAX,
     U64_MAX,
@@ -154,7 +155,7 @@ class LedgerState:
         """Copies of the accounts that exist, in the order asked (missing ids skipped)."""
         found = []
         for account_id in ids:
-            account = self._accounts.get(account_id)
+            account = peek(self._accounts, account_id)
             if account is not None:
                 with self._locks[account_id & self._mask]:
                     found.append(_copy_account(account))
@@ -164,7 +165,7 @@ class LedgerState:
         """Copies of the transfers still remembered, in the order asked."""
         found = []
         for transfer_id in ids:
-            stored = self._transfers.get(transfer_id)
+            stored = peek(self._transfers, transfer_id)
             if stored is not None:
                 found.append(_copy_transfer(stored.transfer))
         return found
@@ -276,7 +277,7 @@ class LedgerState:
 
     def _forget(self, transfer_id: int) -> None:
         with self._locks[transfer_id & self._mask]:
-            stored = self._transfers.get(transfer_id)
+            stored = peek(self._transfers, transfer_id)
             if stored is None or stored.state != OPEN:
                 self._transfers.pop(transfer_id, None)
             self._failed.pop(transfer_id, None)
@@ -299,7 +300,7 @@ class LedgerState:
         for t in transfers:
             stripes.add(t.id & mask)
             if t.flags & (POST | VOID):
-                pending = local.get(t.pending_id) or self._transfers.get(t.pending_id)
+                pending = local.get(t.pending_id) or peek(self._transfers, t.pending_id)
                 pending = pending.transfer if isinstance(pending, _Stored) else pending
                 if pending is not None:
                     stripes.add(pending.debit_account_id & mask)
@@ -335,7 +336,7 @@ class LedgerState:
             return A.LEDGER_MUST_NOT_BE_ZERO
         if a.code == 0:
             return A.CODE_MUST_NOT_BE_ZERO
-        existing = self._accounts.get(a.id)
+        existing = peek(self._accounts, a.id)
         if existing is not None:
             return _account_exists(a, existing)
         stored = _copy_account(a)
@@ -351,7 +352,7 @@ class LedgerState:
         if status is not None:
             return status
         self._hold(chain, t.id)
-        existing = self._transfers.get(t.id)
+        existing = peek(self._transfers, t.id)
         if existing is not None:
             return _transfer_exists(t, existing.transfer)
         if t.id in self._failed:
@@ -406,10 +407,10 @@ class LedgerState:
 
     def _create_new(self, t: Transfer, chain: _Chain) -> T:
         self._hold(chain, t.debit_account_id, t.credit_account_id)
-        dr = self._accounts.get(t.debit_account_id)
+        dr = peek(self._accounts, t.debit_account_id)
         if dr is None:
             return T.DEBIT_ACCOUNT_NOT_FOUND
-        cr = self._accounts.get(t.credit_account_id)
+        cr = peek(self._accounts, t.credit_account_id)
         if cr is None:
             return T.CREDIT_ACCOUNT_NOT_FOUND
         if dr.ledger != cr.ledger:
@@ -467,7 +468,7 @@ class LedgerState:
         self._transfers.pop(t.id, None)
 
     def _resolve_pending(self, t: Transfer, chain: _Chain) -> T:
-        record = self._transfers.get(t.pending_id)
+        record = peek(self._transfers, t.pending_id)
         if record is None:
             return T.PENDING_TRANSFER_NOT_FOUND
         p = record.transfer
@@ -537,7 +538,7 @@ class LedgerState:
 
     def _wheel_add(self, debit_account_id: int, expires_at: int, pending_id: int) -> None:
         wheel = self._wheels[debit_account_id & self._mask]
-        bucket = wheel.get(expires_at // NS_PER_S)
+        bucket = peek(wheel, expires_at // NS_PER_S)
         if bucket is None:
             bucket = wheel[expires_at // NS_PER_S] = set()
         bucket.add(pending_id)
@@ -545,7 +546,7 @@ class LedgerState:
     def _wheel_remove(self, debit_account_id: int, expires_at: int, pending_id: int) -> None:
         wheel = self._wheels[debit_account_id & self._mask]
         second = expires_at // NS_PER_S
-        bucket = wheel.get(second)
+        bucket = peek(wheel, second)
         if bucket is not None:
             bucket.discard(pending_id)
             if not bucket:
@@ -561,13 +562,13 @@ class LedgerState:
             with self._locks[stripe]:
                 for second in [s for s in wheel if s <= due_second]:
                     for pending_id in wheel[second]:
-                        record = self._transfers.get(pending_id)
+                        record = peek(self._transfers, pending_id)
                         if record is not None and record.expires_at <= now:
                             expired.append(pending_id)
         return expired
 
     def _expire(self, pending_id: int, now: int) -> Transfer | None:
-        record = self._transfers.get(pending_id)
+        record = peek(self._transfers, pending_id)
         if record is None:
             return None
         p = record.transfer

@@ -30,9 +30,8 @@ class RoutingTable:
         routes = self._routes
         candidate = destination
         while True:
-            peer = routes.get(candidate)
-            if peer is not None:
-                return peer
+            if candidate in routes:  # not routes.get(): see connector/lockfree.py
+                return routes[candidate]
             cut = candidate.rfind(".")
             if cut < 0:
                 return self.default

@@ -32,6 +32,7 @@ from ringbuf import Ring, RingClosed
 from .. import slots
 from ..codec import ildcp, ilp
 from ..codec.errors import CodecError
+from ..lockfree import peek
 from ..telemetry.events import Outcome
 from .peers import PeerInfo
 from .policy import ExpiryPolicy, convert_amount
@@ -186,7 +187,7 @@ class Worker:
 
     def _on_prepare(self, io: int, peer: int, connection: int, request: int, received_ns: int,
                     body: memoryview) -> None:
-        source = self.ctx.peers.get(peer)
+        source = peek(self.ctx.peers, peer)
         reply_to = (io, peer, connection, request, received_ns)
         if source is None:
             log.warning("prepare from an unknown peer index", extra={"peer": peer})
@@ -207,10 +208,10 @@ class Worker:
             return self._reject(reply_to, ilp.F08_AMOUNT_TOO_LARGE, "packet amount exceeds the maximum",
                                 ilp.encode_amount_too_large(amount, source.max_packet_amount))
         out_peer = self.ctx.routes.resolve(destination)
-        target = self.ctx.peers.get(out_peer) if out_peer is not None else None
+        target = peek(self.ctx.peers, out_peer) if out_peer is not None else None
         if target is None or out_peer == peer:
             return self._reject(reply_to, ilp.F02_UNREACHABLE, f"no route to {destination[:100]}")
-        out_io = self.ctx.peer_io.get(out_peer)
+        out_io = peek(self.ctx.peer_io, out_peer)
         if out_io is None:
             return self._reject(reply_to, ilp.T01_PEER_UNREACHABLE, f"peer {target.name} is not connected")
         out_amount = convert_amount(amount, source.asset, target.asset)
