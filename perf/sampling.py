@@ -1,0 +1,74 @@
+"""CPU and memory of a process, sampled with psutil while a load runs, and the load
+generator's own CPU (to tell when the generator, not the connector, is the limit).
+
+CPU % is reported two ways: relative to **one core** (`psutil.Process.cpu_percent`:
+100 = one core fully busy; a multi-threaded process can exceed 100) and relative to the
+**whole machine** (the same divided by the number of logical CPUs: 100 = every core).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+import psutil
+
+CPU_COUNT = psutil.cpu_count() or 1
+
+
+class ProcessSampler:
+    """Samples a PID's CPU % and RSS every `interval` seconds on a daemon thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.cpu: list[float] = []
+        self.rss: list[int] = []
+        self.machine_cpu: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sampler-{pid}", daemon=True)
+
+    def __enter__(self) -> "ProcessSampler":
+        self.process.cpu_percent(None)  # the first call only sets the baseline
+        psutil.cpu_percent(None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()  # the tail since the last tick
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        try:
+            self.cpu.append(self.process.cpu_percent(None))
+            self.rss.append(self.process.memory_info().rss)
+            self.machine_cpu.append(psutil.cpu_percent(None))
+        except psutil.Error:
+            pass  # the process is gone; the caller sees it exit
+
+    def summary(self) -> dict:
+        cpu = self.cpu or [0.0]
+        rss = self.rss or [0]
+        machine = self.machine_cpu or [0.0]
+        return {
+            "pid": self.process.pid,
+            "samples": len(self.cpu),
+            "cpu_percent_of_one_core": {"mean": round(statistics.fmean(cpu), 1), "max": round(max(cpu), 1)},
+            "cpu_percent_of_machine": {"mean": round(statistics.fmean(cpu) / CPU_COUNT, 1),
+                                       "max": round(max(cpu) / CPU_COUNT, 1)},
+            "rss_mb": {"max": round(max(rss) / 2**20, 1), "last": round(rss[-1] / 2**20, 1)},
+            "machine_cpu_percent_all_processes": {"mean": round(statistics.fmean(machine), 1),
+                                                  "max": round(max(machine), 1)},
+            "logical_cpus": CPU_COUNT,
+        }
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds this process has used so far (all threads)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
