@@ -9,6 +9,7 @@ record durable (releasing held Fulfills), telemetry drains, and the rings go awa
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -116,10 +117,18 @@ class Node:
         affinity = cfg.workers.cpu_affinity
         pin(getattr(self.io, "_thread", None), affinity.get("io"))
         pin(getattr(self.ledger, "_writer", None), affinity.get("batch_writer"))
+        self._tune_gc(cfg.runtime)
         self._started = True
         log.info("connector started", extra={"address": cfg.node.address, "btp": self.btp_address,
                                                "http_port": self.telemetry.http_port,
                                                "workers": cfg.workers.count, "peers": len(cfg.peers)})
+
+    @staticmethod
+    def _tune_gc(runtime) -> None:
+        """Collections stop every thread and scan the whole heap in 3.13t: make them rare."""
+        if runtime.gc_freeze:
+            gc.freeze()
+        gc.set_threshold(runtime.gc_threshold)
 
     @property
     def btp_address(self) -> tuple[str, int] | None:

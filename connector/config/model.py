@@ -168,6 +168,20 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """The interpreter's settings for a long-running, allocation-heavy process.
+
+    Free-threaded 3.13's garbage collector is not generational: every collection scans
+    the whole heap with all threads stopped.  With CPython's default threshold (2,000
+    allocations) it ran many times a second under load and set the latency tail
+    (docs/performance.md).  Packets allocate few reference cycles, so a high threshold
+    costs little memory."""
+
+    gc_threshold: int = 1_000_000  # allocations between collections; 0 turns automatic collection off
+    gc_freeze: bool = True  # move start-up objects out of every later collection
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig
     btp_server: BtpServerConfig
@@ -182,6 +196,7 @@ class Config:
     default_route: str | None
     source: str | None = None  # the file it came from; None: embedded defaults
     warnings: tuple[str, ...] = ()  # also logged at load
+    runtime: RuntimeConfig = RuntimeConfig()
 
     def peer_by_index(self, index: int) -> PeerConfig:
         return tuple(self.peers.values())[index]

@@ -57,6 +57,7 @@ def build_config(raw: Any, ctx: Context, source: str | None) -> m.Config | None:
     workers = build_workers(top.section("workers"))
     rings = build_rings(top.section("rings"), node)
     expiry = build_expiry(top.section("expiry"))
+    runtime = build_runtime(top.section("runtime"))
     ledger = build_ledger(top.section("ledger"), ctx, node)
     telemetry = build_telemetry(top.section("telemetry"), rings)
     peers = build_peers(top, ctx, node)
@@ -68,7 +69,7 @@ def build_config(raw: Any, ctx: Context, source: str | None) -> m.Config | None:
         return None
     return m.Config(node, btp_server, http, workers, rings, expiry, ledger, telemetry,
                     MappingProxyType(peers), tuple(routes), default_route, source,
-                    tuple(ctx.problems.warnings))
+                    tuple(ctx.problems.warnings), runtime)
 
 
 # ------------------------------------------------------------------ sections
@@ -185,6 +186,16 @@ def build_rings(f: Fields, node: m.NodeConfig) -> m.RingsConfig:
     )
     f.finish()
     return rings
+
+
+def build_runtime(f: Fields) -> m.RuntimeConfig:
+    defaults = m.RuntimeConfig()
+    runtime = m.RuntimeConfig(
+        gc_threshold=f.integer("gc_threshold", defaults.gc_threshold, minimum=0, maximum=1 << 31),
+        gc_freeze=f.boolean("gc_freeze", defaults.gc_freeze),
+    )
+    f.finish()
+    return runtime
 
 
 def build_expiry(f: Fields) -> m.ExpiryConfig:

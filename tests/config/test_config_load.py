@@ -189,3 +189,18 @@ def test_tigerbeetle_backend(tmp_path):
     ledger = load_config(write(tmp_path, text), {"ALICE_SECRET": "s"}).ledger
     assert ledger.backend is LedgerBackend.TIGERBEETLE and ledger.max_batch_transfers == 500
     assert ledger.tigerbeetle.addresses == ("3000", "tb1:3001") and ledger.tigerbeetle.cluster_id == 7
+
+
+def test_runtime_section_defaults_and_overrides(tmp_path):
+    from connector.config import ConfigError, load_config
+
+    assert load_config(None).runtime.gc_threshold == 1_000_000
+    assert load_config(None, {"CONNECTOR__RUNTIME__GC_THRESHOLD": "5000"}).runtime.gc_threshold == 5000
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("node: {address: test.x}\nruntime: {gc_threshold: -1, gc_fr33ze: true}\n")
+    try:
+        load_config(bad, {})
+    except ConfigError as exc:
+        assert "runtime.gc_threshold" in str(exc) and "runtime.gc_fr33ze" in str(exc)
+    else:
+        raise AssertionError("a negative threshold and an unknown field must be refused")

@@ -159,3 +159,10 @@ def test_metrics_health_and_ready_are_served(node):
     assert lines and float(lines[0].split()[-1]) == 3.0, text[:2000]
     assert "ilp_connector_packet_latency_seconds_bucket" in text
     assert 'ilp_connector_balance{account="bob"' in text
+
+
+def test_the_garbage_collector_is_tuned_at_start(node):
+    import gc
+
+    assert gc.get_threshold()[0] == node.config.runtime.gc_threshold == 1_000_000
+    assert gc.get_freeze_count() > 0
