@@ -188,6 +188,24 @@ class Ring:
             self._core.publish(first, count)
             done += count
 
+    def try_put_many(self, items) -> int:
+        """Copy in as many of `items` (a sequence), in order, as fit right now, without
+        waiting; return how many went.  For producers that must never block (telemetry)
+        or that keep their own backlog (the ledger's emitters)."""
+        write, done, total = self._core.write, 0, len(items)
+        while done < total:
+            first, count = self.try_claim(total - done)
+            if not count:
+                break
+            for i in range(count):
+                item = items[done + i]
+                if len(item) > self.slot_size:
+                    raise _overflow(self, len(item))
+                write(first + i, item)
+            self._core.publish(first, count)
+            done += count
+        return done
+
     # ----------------------------------------------------------------- consumer side
 
     def try_consume(self, n: int = 1) -> tuple[int, int]:

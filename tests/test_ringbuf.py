@@ -209,3 +209,13 @@ def test_list_segments_by_prefix(ring_name):
     with Ring.create(ring_name + "-a", slot_size=8, capacity=4), Ring.create(ring_name + "-b", slot_size=8, capacity=4):
         assert list_segments(ring_name) == [ring_name + "-a", ring_name + "-b"]
     assert list_segments(ring_name) == []
+
+
+def test_try_put_many_copies_what_fits_and_never_waits(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
+        assert ring.try_put_many([b"a", b"b", b"c"]) == 3
+        assert ring.try_put_many([b"d", b"e", b"f"]) == 1  # one slot was left
+        assert ring.try_put_many([b"g"]) == 0
+        assert ring.get_many(8) == [b"a", b"b", b"c", b"d"]
+        with pytest.raises(SlotOverflow):
+            ring.try_put_many([b"x" * 9])

@@ -124,17 +124,7 @@ class LedgerEmitter:
 
     def _publish(self, slots: list[bytes]) -> int:
         """Claim and fill as many of `slots` as there is room for now; how many went."""
-        ring = self.ring
-        done = 0
-        while done < len(slots):
-            first, count = ring.try_claim(len(slots) - done)
-            if not count:
-                break
-            for i in range(count):
-                ring.write(first + i, slots[done + i])
-            ring.publish(first, count)
-            done += count
-        return done
+        return self.ring.try_put_many(slots)
 
     def close(self) -> None:
         """Detach this thread's ring handle (flush first; a backlog left here is lost)."""

@@ -119,19 +119,10 @@ class TelemetryEmitter:
         """Publish what `batch` mode holds back, in as few claims as the ring allows;
         drop whatever does not fit.  Returns how many were published."""
         pending, self._pending = self._pending, []
-        done = 0
-        ring = self._ring
         try:
-            while done < len(pending):
-                first, count = ring.try_claim(len(pending) - done)
-                if not count:
-                    break
-                for i in range(count):
-                    ring.write(first + i, pending[done + i])
-                ring.publish(first, count)
-                done += count
+            done = self._ring.try_put_many(pending)
         except (RingClosed, SlotOverflow):
-            pass
+            done = 0
         self.published += done
         self.dropped += len(pending) - done
         return done
