@@ -21,6 +21,7 @@ from .config.model import Config, PeerConfig
 from .ledger.books import PacketBooks
 from .ledger.embedded import EmbeddedLedger, LedgerConfig
 from .packet.peers import PeerInfo
+from .runtime import label_native_threads
 from .packet.policy import Asset, ExpiryPolicy, TokenBucket
 from .packet.routing import RoutingTable
 from .packet.worker import PathContext, Worker
@@ -88,8 +89,9 @@ class Node:
         self.ledger = EmbeddedLedger(
             LedgerConfig(path=cfg.ledger.path, ring_name=cfg.rings.name("ledger"),
                          ring_slot_size=cfg.rings.ledger_slot_bytes, ring_capacity=cfg.rings.ledger_capacity,
-                         max_batch_transfers=cfg.ledger.max_batch_transfers),
-            on_durable=self._release_held)
+                         max_batch_transfers=cfg.ledger.max_batch_transfers,
+                         commit_interval_s=cfg.ledger.commit_interval_ms / 1000),
+            on_durable=self._release_held, on_batch=self._note_ledger_batch)
         self.books = PacketBooks(self.ledger)
         for peer in cfg.peers.values():
             self.books.open_peer(peer.index, peer.asset_code, peer.asset_scale, peer.balance.minimum,
@@ -118,6 +120,7 @@ class Node:
         pin(getattr(self.io, "_thread", None), affinity.get("io"))
         pin(getattr(self.ledger, "_writer", None), affinity.get("batch_writer"))
         self._tune_gc(cfg.runtime)
+        label_native_threads()
         self._started = True
         log.info("connector started", extra={"address": cfg.node.address, "btp": self.btp_address,
                                                "http_port": self.telemetry.http_port,
@@ -153,6 +156,16 @@ class Node:
             touched.add(io)
         for io in touched:
             self.context.wakers[io].wake()
+
+    def _note_ledger_batch(self, transfers: int, seconds: float) -> None:
+        """Called by the batch writer after each commit: feeds the batch-size histogram."""
+        telemetry = getattr(self, "telemetry", None)
+        if telemetry is None:  # commits made while opening the peers, before telemetry runs
+            return
+        emitter = getattr(self._held_local, "telemetry", None)
+        if emitter is None:
+            emitter = self._held_local.telemetry = telemetry.emitter()
+        emitter.ledger_batch(transfers, int(seconds * 1e6))
 
     def balances(self) -> dict[str, int]:
         return {p.name: self.books.balance(p.index).balance for p in self.config.peers.values()}

@@ -132,7 +132,8 @@ def start_ours(*, connections: int, workers: int, timeout: float) -> Target:
     target = Target("ours", proc, workdir, "test.hub.receiver",
                     [Endpoint("127.0.0.1", btp_port, s, secrets[f"{s.upper()}_SECRET"]) for s in senders],
                     Endpoint("127.0.0.1", btp_port, "receiver", secrets["RECEIVER_SECRET"]), log_path,
-                    {"workers": workers, "ledger": "embedded SQLite, durable (synchronous=FULL)"})
+                    {"workers": workers, "ledger": "embedded SQLite, durable (synchronous=FULL)",
+                     "http_port": http_port, "data_dir": str(directory / "data")})
     _wait_or_stop(target, lambda: _listening(btp_port), timeout)
     return target
 

@@ -107,6 +107,7 @@ class LedgerConfig:
     path: str  # absolute; used by the embedded backend
     max_batch_transfers: int
     tigerbeetle: TigerBeetleConfig | None  # set when backend is tigerbeetle
+    commit_interval_ms: float = 2.0  # embedded: least time between two group commits
 
 
 @dataclass(frozen=True, slots=True)

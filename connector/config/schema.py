@@ -212,9 +212,10 @@ def build_ledger(f: Fields, ctx: Context, node: m.NodeConfig) -> m.LedgerConfig:
     default_path = os.path.join(node.data_dir, "ledger.sqlite") if node.data_dir else None
     path = ctx.path(f.string("path", default_path))
     batch = f.integer("max_batch_transfers", TB_MAX_BATCH, minimum=1, maximum=TB_MAX_BATCH)
+    interval = f.number("commit_interval_ms", 2.0, minimum=0, maximum=1000)
     tigerbeetle = build_tigerbeetle(f, backend == m.LedgerBackend.TIGERBEETLE)
     f.finish()
-    return m.LedgerConfig(m.LedgerBackend(backend) if backend else None, path, batch, tigerbeetle)
+    return m.LedgerConfig(m.LedgerBackend(backend) if backend else None, path, batch, tigerbeetle, interval)
 
 
 def build_tigerbeetle(f: Fields, used: bool) -> m.TigerBeetleConfig | None:

@@ -66,6 +66,11 @@ class LedgerConfig:
     ring_slot_size: int = 2048  # a record larger than a slot is split over several
     ring_capacity: int = 8192  # slots; a power of two
     max_batch_transfers: int = 8189  # TigerBeetle's batch limit
+    # Least time between the starts of two commits.  Each commit costs an fdatasync and
+    # a transaction whatever its size: waiting this long gathers more transfers into one
+    # (fewer syncs, less CPU per packet) and delays a held Fulfill by at most this much.
+    # 0 commits as soon as the previous commit returns.
+    commit_interval_s: float = 0.002
     idle_wait_s: float = 0.05  # the writer re-checks expiry and shutdown this often when idle
     expiry_interval_s: float = 0.25  # how often pending timeouts are swept
     checkpoint_interval_s: float = 5.0  # bounds the replay a restart needs
@@ -97,8 +102,10 @@ class EmbeddedLedger:
     """The default ledger backend.  Thread-safe; see the module docstring."""
 
     def __init__(self, config: LedgerConfig, on_durable: OnDurable | None = None, *,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns,
+                 on_batch: Callable[[int, float], None] | None = None):
         self.config = config
+        self._on_batch = on_batch  # (transfers, commit seconds), called on the writer thread
         self.path = os.path.abspath(config.path)
         self._on_durable = on_durable
         self.state = LedgerState(stripes=config.state_stripes, recent_ids=config.recent_ids, clock=clock)
@@ -274,9 +281,12 @@ class EmbeddedLedger:
         reassembler = Reassembler()
         carry: deque = deque()
         last_sweep = last_checkpoint = time.monotonic()
+        next_commit = 0.0
         try:
             while True:
                 drained = self._collect(ring, reassembler, carry)
+                if not drained and self._gather_until(next_commit, carry):
+                    drained = self._collect(ring, reassembler, carry)
                 voids = []
                 if time.monotonic() - last_sweep >= self.config.expiry_interval_s:
                     voids, last_sweep = self.state.expire_pending(), time.monotonic()
@@ -285,6 +295,7 @@ class EmbeddedLedger:
                     batch.checkpoint = (self._shadow.open_records(), self._shadow.orphan_records())
                     last_checkpoint = time.monotonic()
                 if batch is not None:
+                    next_commit = time.monotonic() + self.config.commit_interval_s
                     conn = self._commit(conn, batch)
                     self._release(batch)
                 elif drained:
@@ -296,6 +307,17 @@ class EmbeddedLedger:
         finally:
             conn.close()
             ring.detach()
+
+    def _gather_until(self, next_commit: float, carry: deque) -> bool:
+        """With records waiting, let the commit interval run out so that more join them
+        (the ring holds what arrives meanwhile).  True if it waited."""
+        if not carry or self._stop.is_set():
+            return False
+        remaining = next_commit - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(remaining)
+        return True
 
     def _collect(self, ring: Ring, reassembler: Reassembler, carry: deque) -> bool:
         """Move what the ring holds into `carry` (waiting a little if it is empty and
@@ -450,6 +472,11 @@ class EmbeddedLedger:
             c["recoveries"] += bool(failed_attempts)
             self._batch_sizes.append(batch.count)
             self._commit_times.append(seconds)
+        if self._on_batch is not None and batch.count:
+            try:
+                self._on_batch(batch.count, seconds)
+            except Exception:  # noqa: BLE001 - telemetry must not stop the books
+                log.exception("ledger on_batch callback failed")
         if failed_attempts:
             log.warning("ledger database writable again", extra={"path": self.path, "attempts": failed_attempts})
         self.healthy = True

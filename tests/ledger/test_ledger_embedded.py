@@ -240,3 +240,30 @@ def test_a_second_process_cannot_open_the_same_ledger(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code +
                            "else:\n    print('opened')\n"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "opened" in proc.stdout, proc.stderr
+
+
+def _trickle(ledger: EmbeddedLedger, count: int, spacing_s: float) -> None:
+    """One transfer at a time, `spacing_s` apart, then wait until all are durable."""
+    emitter = ledger.emitter()
+    for n in range(count):
+        ledger.create_transfers([Transfer(id=5000 + n, debit_account_id=1, credit_account_id=2, amount=1,
+                                          ledger=1, code=1)], emitter)
+        time.sleep(spacing_s)
+    assert ledger.sync(emitter)
+    emitter.close()
+
+
+@pytest.mark.parametrize("interval_s, most_batches, fewest_batches", [(0.05, 12, 1), (0.0, 64, 30)])
+def test_commit_interval_gathers_a_trickle_into_fewer_commits(db_path, interval_s, most_batches, fewest_batches):
+    """60 transfers 2 ms apart (about 120 ms): committed one by one without an interval,
+    in a few batches with a 50 ms one; the on_batch callback sees every commit."""
+    seen: list[tuple[int, float]] = []
+    config = LedgerConfig(path=db_path, commit_interval_s=interval_s)
+    with EmbeddedLedger(config, on_batch=lambda n, s: seen.append((n, s))) as ledger:
+        open_two_accounts(ledger)
+        before = ledger.stats()["batches"]
+        _trickle(ledger, 60, 0.002)
+        batches = ledger.stats()["batches"] - before
+    assert fewest_batches <= batches <= most_batches, batches  # commits of the accounts and sync markers too
+    assert sum(n for n, _ in seen) == ledger.stats()["transfers"] == 60
+    assert all(n > 0 and 0 <= s < 5 for n, s in seen)
