@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 from ..lockfree import peek
 from .embedded import EmbeddedLedger
-from .model import AMOUNT_MAX, Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
+from .model import Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
 from .records import LedgerEmitter
-from .state import DEBITS_MUST_NOT_EXCEED_CREDITS, LINKED, PENDING, POST, VOID
+from .state import DEBITS_MUST_NOT_EXCEED_CREDITS, LINKED, PENDING
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +208,13 @@ class PacketBooks:
             return "T00"
         epoch, timeout = self.epoch, max(1, math.ceil(timeout_s))
         user_data = epoch << 64 | packet_id if reference is None else reference
-        legs = [
+        results, created = self.state.create_pending_pair(
             Transfer(packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING), a.in_limit, a.out_limit,
                      in_amount, 0, user_data, packet_id, in_peer, timeout, a.ledger,
                      Code.PACKET, PENDING | LINKED),
             Transfer(packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING), b.out_limit, b.in_limit,
                      out_amount, 0, user_data, packet_id, out_peer, timeout, b.ledger,
-                     Code.PACKET, PENDING),
-        ]
-        results, created = self.state.create_transfers_detailed(legs)
+                     Code.PACKET, PENDING))
         if created:
             emitter.emit(created)
         first = results[0]
@@ -231,7 +229,7 @@ class PacketBooks:
         """Post both legs; `held_reply` goes out (via on_durable) once the posts are durable.
         False — and the reply is *not* queued — if the reservation is gone (expired, voided):
         the caller must reject instead of fulfilling."""
-        results, created = self.state.create_transfers_detailed(self._resolutions(packet_id, PHASE_POST))
+        results, created = self._resolve(packet_id, PHASE_POST)
         if results[0] is T.CREATED:
             emitter.emit(created, reply=held_reply)
             return True
@@ -245,7 +243,7 @@ class PacketBooks:
     def release(self, packet_id: int, emitter: LedgerEmitter) -> bool:
         """Void both legs (reject, timeout, peer gone).  True if nothing is reserved any
         more; False if the packet was already posted."""
-        results, created = self.state.create_transfers_detailed(self._resolutions(packet_id, PHASE_VOID))
+        results, created = self._resolve(packet_id, PHASE_VOID)
         if created:
             emitter.emit(created)
         first = results[0]
@@ -255,16 +253,13 @@ class PacketBooks:
                                                                     "results": [r.name for r in results]})
         return False
 
-    def _resolutions(self, packet_id: int, phase: int) -> list[Transfer]:
+    def _resolve(self, packet_id: int, phase: int):
+        """Post (the full amounts) or void both legs: one linked pair of transfers."""
         epoch = self.epoch
-        flag = POST if phase == PHASE_POST else VOID
-        amount = AMOUNT_MAX if phase == PHASE_POST else 0
-        return [
-            Transfer(packet_transfer_id(epoch, packet_id, LEG_IN, phase), 0, 0, amount,
-                     packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING), flags=flag | LINKED),
-            Transfer(packet_transfer_id(epoch, packet_id, LEG_OUT, phase), 0, 0, amount,
-                     packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING), flags=flag),
-        ]
+        return self.state.resolve_pair(
+            packet_transfer_id(epoch, packet_id, LEG_IN, phase), packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING),
+            packet_transfer_id(epoch, packet_id, LEG_OUT, phase), packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING),
+            phase == PHASE_POST)
 
     # ------------------------------------------------------------------ settlement and balances
 
