@@ -10,8 +10,8 @@ import pytest
 
 from connector.ledger import EmbeddedLedger, LedgerConfig, LedgerState
 
-# Issue 5 adds "tigerbeetle" here (a thin adapter over tigerbeetle.ClientSync).
-CONTRACT_BACKENDS = ["state", "embedded"]
+# "tigerbeetle" runs against a real cluster when TIGERBEETLE_ADDRESSES is set (tb_cluster.py).
+CONTRACT_BACKENDS = ["state", "embedded", "tigerbeetle"]
 
 
 @pytest.fixture(params=CONTRACT_BACKENDS)
@@ -20,6 +20,17 @@ def backend(request, tmp_path):
     lookup_transfers, each returning one status per event."""
     if request.param == "state":
         yield LedgerState()
+        return
+    if request.param == "tigerbeetle":
+        from tb_cluster import cluster_settings
+
+        from connector.ledger.tigerbeetle import TigerBeetleLedger
+
+        ledger = TigerBeetleLedger(cluster_settings())
+        try:
+            yield ledger
+        finally:
+            assert ledger.close()
         return
     ledger = EmbeddedLedger(LedgerConfig(path=str(tmp_path / "contract.db")))
     try:
