@@ -97,8 +97,18 @@ class ExpiryConfig:
 
 @dataclass(frozen=True, slots=True)
 class TigerBeetleConfig:
+    """The `ledger` fields of `backend: tigerbeetle` (docs/ledger-tigerbeetle.md)."""
+
     addresses: tuple[str, ...]
     cluster_id: int
+    node_id: int = 0  # this process's number among the connectors sharing the cluster (0..65535)
+    connect_timeout_ms: int = 5000  # at start: no answer by then stops the connector, naming the addresses
+    request_timeout_ms: int = 2000  # a Prepare waits this long for its reservation, then T00
+    control_timeout_ms: int = 10000  # opening peers, balances, settlements
+    queue_capacity: int = 65536  # transfers waiting for the writer (posts and voids included)
+    reserve_capacity: int = 32768  # new reservations get T03 past this many waiting transfers
+    retry_initial_ms: int = 50  # back-off after a failed request, doubling...
+    retry_max_ms: int = 2000  # ...up to this
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,9 +218,13 @@ def build_ledger(f: Fields, ctx: Context, node: m.NodeConfig) -> m.LedgerConfig:
     return m.LedgerConfig(m.LedgerBackend(backend) if backend else None, path, batch, tigerbeetle, interval)
 
 
+TB_FIELDS = ("addresses", "cluster_id", "node_id", "connect_timeout_ms", "request_timeout_ms",
+             "control_timeout_ms", "queue_capacity", "reserve_capacity", "retry_initial_ms", "retry_max_ms")
+
+
 def build_tigerbeetle(f: Fields, used: bool) -> m.TigerBeetleConfig | None:
     if not used:
-        for key in ("addresses", "cluster_id"):
+        for key in TB_FIELDS:
             if f.has(key):
                 f.fail(key, "only applies when backend is tigerbeetle")
             f.value(key, None)
@@ -233,7 +237,17 @@ def build_tigerbeetle(f: Fields, used: bool) -> m.TigerBeetleConfig | None:
         for i, address in enumerate(addresses):
             if not re.fullmatch(r"(?:[A-Za-z0-9.-]+:)?[0-9]{1,5}", str(address)):
                 f.problems.add(join(f.at("addresses"), i), f"{address!r} is not a port or host:port")
-    return m.TigerBeetleConfig(tuple(str(a) for a in addresses or ()), cluster_id)
+    d = m.TigerBeetleConfig((), 0)
+    node_id = f.integer("node_id", d.node_id, minimum=0, maximum=0xFFFF)
+    timeouts = {key: f.integer(key, getattr(d, key), minimum=1, maximum=3_600_000)
+                for key in ("connect_timeout_ms", "request_timeout_ms", "control_timeout_ms",
+                            "retry_initial_ms", "retry_max_ms")}
+    queue = f.integer("queue_capacity", d.queue_capacity, minimum=2, maximum=1 << 24)
+    reserve = f.integer("reserve_capacity", d.reserve_capacity, minimum=1, maximum=1 << 24)
+    if queue is not None and reserve is not None and reserve > queue:
+        f.fail("reserve_capacity", f"must not exceed queue_capacity ({queue}), got {reserve}")
+    return m.TigerBeetleConfig(tuple(str(a) for a in addresses or ()), cluster_id, node_id,
+                               queue_capacity=queue, reserve_capacity=reserve, **timeouts)
 
 
 def build_telemetry(f: Fields, rings: m.RingsConfig) -> m.TelemetryConfig:
