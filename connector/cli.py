@@ -35,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from .config import ConfigError, load_config
+    from .ledger.tigerbeetle import TigerBeetleUnavailable
     from .node import Node
     from .telemetry import configure_logging
 
@@ -48,12 +49,25 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     node = Node(config)
-    node.start()
+    try:
+        node.start()
+    except TigerBeetleUnavailable as exc:
+        log.error("connector could not start: %s", exc)
+        _destroy_rings(node)
+        return 3
     try:
         stop.wait()
     finally:
         node.stop()
     return 0
+
+
+def _destroy_rings(node) -> None:
+    """The rings a start that failed half-way had created (nothing runs on them yet)."""
+    rings = [getattr(node, "ingress", None), *getattr(node, "egress", ()), getattr(node, "telemetry_ring", None)]
+    for ring in rings:
+        if ring is not None:
+            ring.destroy()
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import threading
 import ringbuf
 from ringbuf import Ring, RingKind
 
-from .config.model import Config, PeerConfig
+from .config.model import Config, LedgerBackend, PeerConfig
 from .ledger.books import PacketBooks
 from .ledger.embedded import EmbeddedLedger, LedgerConfig
 from .packet.peers import PeerInfo
@@ -86,13 +86,18 @@ class Node:
         self.egress = [Ring.create(cfg.rings.name("egress-0"), slot_size=slot_size,
                                    capacity=cfg.rings.egress_capacity, kind=RingKind.MPMC, **ring_options)]
         self.telemetry_ring = create_telemetry_ring(cfg.rings.name("telemetry"), cfg.rings.telemetry_capacity)
-        self.ledger = EmbeddedLedger(
-            LedgerConfig(path=cfg.ledger.path, ring_name=cfg.rings.name("ledger"),
-                         ring_slot_size=cfg.rings.ledger_slot_bytes, ring_capacity=cfg.rings.ledger_capacity,
-                         max_batch_transfers=cfg.ledger.max_batch_transfers,
-                         commit_interval_s=cfg.ledger.commit_interval_ms / 1000),
-            on_durable=self._release_held, on_batch=self._note_ledger_batch)
-        self.books = PacketBooks(self.ledger)
+        if cfg.ledger.backend == LedgerBackend.TIGERBEETLE:
+            from .ledger.tigerbeetle.factory import open_tigerbeetle
+
+            self.ledger, self.books = open_tigerbeetle(cfg, self._release_held, self._note_ledger_batch)
+        else:
+            self.ledger = EmbeddedLedger(
+                LedgerConfig(path=cfg.ledger.path, ring_name=cfg.rings.name("ledger"),
+                             ring_slot_size=cfg.rings.ledger_slot_bytes, ring_capacity=cfg.rings.ledger_capacity,
+                             max_batch_transfers=cfg.ledger.max_batch_transfers,
+                             commit_interval_s=cfg.ledger.commit_interval_ms / 1000),
+                on_durable=self._release_held, on_batch=self._note_ledger_batch)
+            self.books = PacketBooks(self.ledger)
         for peer in cfg.peers.values():
             self.books.open_peer(peer.index, peer.asset_code, peer.asset_scale, peer.balance.minimum,
                                  peer.balance.maximum, name=peer.name)
