@@ -91,8 +91,48 @@ def probe(connection: BtpConnection, destination: str, spec: LoadSpec, timeout: 
     raise btp_load.PeerError(f"the probe payment to {destination} was not fulfilled: {last}")
 
 
-def run_load(target: Target, spec: LoadSpec, connections: int = 1) -> dict:
-    """Send `spec` through `target` once; return the result (see docs/load-testing.md)."""
+@dataclass
+class Window:
+    """What one observation window of a running load saw."""
+
+    elapsed_s: float  # since the load's t0, at the window's end
+    seconds: float
+    sent: int  # totals so far
+    replied: int
+    window_replies: int
+    latency_ms: dict  # of the replies that arrived in this window
+
+
+class WindowWatch:
+    """Latencies per window besides the run's total: each reader records into the
+    histogram `current[i]`, which `take` swaps for a fresh one (a value recorded into
+    the old one during the swap still reaches the total)."""
+
+    def __init__(self, readers: int, interval_s: float, on_window):
+        self.interval_s = interval_s
+        self.on_window = on_window
+        self.current = [HdrHistogram(1, LATENCY_MAX_US, 3) for _ in range(readers)]
+
+    def recorder(self, index: int, total: HdrHistogram):
+        record_total, current = total.record_value, self.current
+
+        def record_latency_us(value: int) -> None:
+            value = min(value, LATENCY_MAX_US)
+            record_total(value)
+            current[index].record_value(value)
+        return record_latency_us
+
+    def take(self) -> dict:
+        merged = HdrHistogram(1, LATENCY_MAX_US, 3)
+        for i, old in enumerate(list(self.current)):
+            self.current[i] = HdrHistogram(1, LATENCY_MAX_US, 3)
+            merged.add(old)
+        return _latency_ms(merged)
+
+
+def run_load(target: Target, spec: LoadSpec, connections: int = 1, watch: WindowWatch | None = None) -> dict:
+    """Send `spec` through `target` once; return the result (see docs/load-testing.md).
+    With `watch`, `watch.on_window(Window)` is called every `watch.interval_s` meanwhile."""
     destination = f"{target.receiver_address}.load"
     senders, receiver = connect(target, connections)
     stop, threads = threading.Event(), _Threads()
@@ -101,7 +141,7 @@ def run_load(target: Target, spec: LoadSpec, connections: int = 1) -> dict:
         threads.start("receiver", btp_load.run_receiver, receiver, btp_load.reject_packet(target.receiver_address),
                       receiver_stats, stop, spec.data_bytes)
         probe(senders[0], destination, spec)
-        return _measure(target, spec, senders, receiver, threads, stop, destination, receiver_stats)
+        return _measure(target, spec, senders, receiver, threads, stop, destination, receiver_stats, watch)
     finally:
         stop.set()
         for connection in [*senders, receiver]:
@@ -109,7 +149,7 @@ def run_load(target: Target, spec: LoadSpec, connections: int = 1) -> dict:
         threads.join(5)
 
 
-def _measure(target, spec, senders, receiver, threads, stop, destination, receiver_stats) -> dict:
+def _measure(target, spec, senders, receiver, threads, stop, destination, receiver_stats, watch=None) -> dict:
     builder = btp_load.PrepareBuilder(destination, spec.amount, spec.data_bytes, spec.reject_share)
     replied = bytearray(spec.count)
     histograms = [HdrHistogram(1, LATENCY_MAX_US, 3) for _ in senders]
@@ -120,12 +160,15 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
     cpu0 = process_cpu_seconds()
     with ProcessSampler(target.pid) as sampler:
         for i, (connection, stats, histogram) in enumerate(zip(senders, reply_stats, histograms)):
-            record = _clamped_recorder(histogram)
+            record = watch.recorder(i, histogram) if watch else _clamped_recorder(histogram)
             threads.start(f"reply-reader-{i + 1}", btp_load.run_reply_reader, connection, schedule, replied, stats,
                           record, stop, target.receiver_address)
         sender = threads.start("sender", btp_load.run_sender, senders, builder, schedule, sender_stats, stop,
                                spec.max_in_flight, lambda: sum(s.replied for s in reply_stats))
-        sender.join(spec.seconds + 30)
+        if watch is None:
+            sender.join(spec.seconds + 30)
+        else:
+            _watch_windows(watch, sender, sender_stats, reply_stats, schedule, spec.seconds + 30)
         _wait_for_replies(sender_stats, reply_stats, schedule, target)
         stop.set()
         for connection in [*senders, receiver]:  # wakes the threads blocked reading them
@@ -135,6 +178,22 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
     return _result(target, spec, connections=len(senders), schedule=schedule, sender=sender_stats,
                    replies=reply_stats, histograms=histograms, receiver=receiver_stats, sampler=sampler,
                    busy=threads.busy_percent, generator_cpu=generator_cpu)
+
+
+def _watch_windows(watch: WindowWatch, sender: threading.Thread, sent: SenderStats, replies: list[ReplyStats],
+                   schedule: Schedule, limit_s: float) -> None:
+    """While the sender runs: one `Window` per interval to `watch.on_window`."""
+    started = last = time.perf_counter()
+    last_replied = 0
+    while sender.is_alive() and time.perf_counter() - started < limit_s:
+        sender.join(max(0.0, last + watch.interval_s - time.perf_counter()))
+        now = time.perf_counter()
+        if now - last < watch.interval_s and sender.is_alive():
+            continue
+        replied = sum(r.replied for r in replies)
+        watch.on_window(Window(round(now - schedule.t0, 3), round(now - last, 3), sent.sent, replied,
+                               replied - last_replied, watch.take()))
+        last, last_replied = now, replied
 
 
 def _clamped_recorder(histogram: HdrHistogram):

@@ -50,6 +50,7 @@ class Target:
     receiver: Endpoint
     log_path: Path
     details: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # what the connector's configuration reads (secrets)
 
     @property
     def pid(self) -> int:
@@ -133,7 +134,7 @@ def start_ours(*, connections: int, workers: int, timeout: float) -> Target:
                     [Endpoint("127.0.0.1", btp_port, s, secrets[f"{s.upper()}_SECRET"]) for s in senders],
                     Endpoint("127.0.0.1", btp_port, "receiver", secrets["RECEIVER_SECRET"]), log_path,
                     {"workers": workers, "ledger": "embedded SQLite, durable (synchronous=FULL)",
-                     "http_port": http_port, "data_dir": str(directory / "data")})
+                     "http_port": http_port, "data_dir": str(directory / "data")}, secrets)
     _wait_or_stop(target, lambda: _listening(btp_port), timeout)
     return target
 

@@ -111,3 +111,56 @@ def test_generator_selfbench_reports_each_loop():
     result = run_tool("loadgen_selfbench.py", "--packets", "2000", "--rates", "2000", "--seconds", "0.5")
     assert result["sender"][0]["sent_per_s"] > 0
     assert result["receiver"]["packets"] == 2000 and result["reply_reader"]["packets"] == 2000
+
+
+@pytest.mark.timeout(150)
+def test_soak_writes_csv_plot_and_judges_replies_and_books(tmp_path):
+    """A 12-second soak: the same checks as an hour's (the leak slope is reported, not
+    judged, on so short a run)."""
+    out = tmp_path / "soak"
+    result = run_tool("soak.py", "--rate", "300", "--minutes", "0.2", "--sample-seconds", "2", "--out", str(out),
+                      timeout=140)
+    assert result["ok"], result["checks"]
+    checks = result["checks"]
+    assert checks["exactly_one_reply"]["sent"] == checks["exactly_one_reply"]["fulfilled"] > 0
+    assert checks["books"]["ok"] and checks["books"]["pending_open"] == 0
+    assert checks["books"]["balances"]["sender1"] == -checks["books"]["balances"]["receiver"] > 0
+    assert checks["memory"]["judged"] is False and checks["memory"]["rss_mb_max"] > 0
+    assert checks["connector"]["exit_code_after_sigterm"] == 0
+    rows = (out / "soak.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["elapsed_s", "sent", "replied", "replies_per_s"] and len(rows) >= 4
+    assert (out / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text())["ok"] is True
+
+
+def test_flame_folds_perf_script_stacks_into_svg_and_top():
+    """perf script's text (innermost frame first) becomes thread;outer;...;inner counts."""
+    import flame
+
+    text = ("worker-0 123/124 \n"
+            "\t    7f01 _PyEval_EvalFrameDefault+0x10 (/usr/lib/python3.13t)\n"
+            "\t    7f02 py::_on_prepare:/repo/connector/packet/worker.py (/tmp/perf-123.map)\n"
+            "\t    7f03 py::_loop:/repo/connector/packet/worker.py (/tmp/perf-123.map)\n"
+            "\n"
+            "io-0 123/125 \n"
+            "\t    7f04 [unknown] (/usr/lib/libc.so.6)\n"
+            "\n")
+    stacks = flame.fold(text.splitlines() * 3)
+    assert stacks == {"worker-0;py:worker.py:_loop;py:worker.py:_on_prepare;_PyEval_EvalFrameDefault": 3,
+                      "io-0;[libc.so.6]": 3}
+    svg = flame.svg(stacks, "title")
+    assert svg.startswith("<svg") and svg.count("<rect") >= 5 and "py:worker.py:_on_prepare" in svg
+    top = flame.top(stacks)
+    assert "50.00%  worker-0" in top and "50.00%  py:worker.py:_on_prepare" in top
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not __import__("shutil").which("perf"), reason="perf (linux-perf) is not installed; "
+                    "scripts/profile installs it")
+def test_profile_writes_a_flame_graph_of_the_connector_under_load(tmp_path):
+    result = run_tool("profile.py", "--rate", "300", "--seconds", "2", "--warmup-seconds", "1",
+                      "--out", str(tmp_path), timeout=110)
+    assert result["samples"] > 0 and result["achieved_pps"] > 0
+    assert (tmp_path / "profile.svg").read_text().startswith("<svg")
+    top = (tmp_path / "profile-top.txt").read_text()
+    assert "worker-0" in top and "io-0" in top  # the OS threads carry the connector's names
