@@ -200,3 +200,26 @@ def test_configuration_reaches_the_backend_settings(tmp_path):
     path.write_text("node: {address: test.x}\nledger: {request_timeout_ms: 5}\n")
     with pytest.raises(ConfigError, match="only applies when backend is tigerbeetle"):
         load_config(str(path))
+
+
+def test_the_dev_compose_file_runs_the_example_against_its_cluster():
+    import yaml
+
+    from connector.config import load_config
+    from connector.config.model import LedgerBackend
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "docker-compose-dev.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    assert services["tigerbeetle"]["image"] == "ghcr.io/tigerbeetle/tigerbeetle:0.17.9"
+    assert "format" in services["tigerbeetle-format"]["command"][0]
+    assert services["tigerbeetle"]["command"][0] == "start"
+    for name, node_id in (("connector", 1), ("connector-2", 2)):
+        service = services[name]
+        config_path = service["command"][service["command"].index("--config") + 1]
+        assert config_path == "/etc/connector/tigerbeetle.yaml" and "./examples:/etc/connector:ro" in service["volumes"]
+        config = load_config(os.path.join(repo, "examples", "tigerbeetle.yaml"), service["environment"])
+        assert config.ledger.backend is LedgerBackend.TIGERBEETLE
+        assert config.ledger.tigerbeetle.addresses == ("tigerbeetle:3000",)
+        assert config.ledger.tigerbeetle.node_id == node_id
