@@ -109,6 +109,7 @@ class TigerBeetleConfig:
     reserve_capacity: int = 32768  # new reservations get T03 past this many waiting transfers
     retry_initial_ms: int = 50  # back-off after a failed request, doubling...
     retry_max_ms: int = 2000  # ...up to this
+    commit_margin_ms: int = 500  # a Fulfill this close to its reservation's timeout is not booked (R00)
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,7 +219,8 @@ def build_ledger(f: Fields, ctx: Context, node: m.NodeConfig) -> m.LedgerConfig:
 
 
 TB_FIELDS = ("addresses", "cluster_id", "node_id", "connect_timeout_ms", "request_timeout_ms",
-             "control_timeout_ms", "queue_capacity", "reserve_capacity", "retry_initial_ms", "retry_max_ms")
+             "control_timeout_ms", "queue_capacity", "reserve_capacity", "retry_initial_ms", "retry_max_ms",
+             "commit_margin_ms")
 
 
 def build_tigerbeetle(f: Fields, used: bool) -> m.TigerBeetleConfig | None:
@@ -242,6 +243,7 @@ def build_tigerbeetle(f: Fields, used: bool) -> m.TigerBeetleConfig | None:
     timeouts = {key: f.integer(key, getattr(d, key), minimum=1, maximum=3_600_000)
                 for key in ("connect_timeout_ms", "request_timeout_ms", "control_timeout_ms",
                             "retry_initial_ms", "retry_max_ms")}
+    timeouts["commit_margin_ms"] = f.integer("commit_margin_ms", d.commit_margin_ms, minimum=0, maximum=60_000)
     queue = f.integer("queue_capacity", d.queue_capacity, minimum=2, maximum=1 << 24)
     reserve = f.integer("reserve_capacity", d.reserve_capacity, minimum=1, maximum=1 << 24)
     if queue is not None and reserve is not None and reserve > queue:

@@ -186,11 +186,12 @@ def test_configuration_reaches_the_backend_settings(tmp_path):
     path.write_text("node: {address: test.x}\n"
                     "ledger: {backend: tigerbeetle, addresses: ['tb:3000', '3001'], cluster_id: 9, node_id: 4,\n"
                     "         request_timeout_ms: 750, reserve_capacity: 100, queue_capacity: 300,\n"
+                    "         commit_margin_ms: 250,\n"
                     "         max_batch_transfers: 1000}\n")
     s = settings_from_config(load_config(str(path)))
     assert (s.addresses, s.cluster_id, s.node_id) == (("tb:3000", "3001"), 9, 4)
     assert (s.request_timeout_s, s.connect_timeout_s, s.max_batch) == (0.75, 5.0, 1000)
-    assert (s.reserve_capacity, s.queue_capacity) == (100, 300)
+    assert (s.reserve_capacity, s.queue_capacity, s.commit_margin_s) == (100, 300, 0.25)
     path.write_text("node: {address: test.x}\n"
                     "ledger: {backend: tigerbeetle, addresses: ['3000'], node_id: 70000, reserve_capacity: 9,"
                     " queue_capacity: 5}\n")

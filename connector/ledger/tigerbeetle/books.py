@@ -53,7 +53,7 @@ from ..model import AMOUNT_MAX, U64_MAX, Account, AccountFlags, CreateAccountSta
 from ..model import CreateTransferStatus as T, Transfer, TransferFlags
 from . import ids
 from .backend import TigerBeetleLedger
-from .writer import LedgerClosed, Request
+from .writer import LedgerClosed, LedgerTimeout, Request
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,11 @@ class TigerBeetleBooks:
         return self.ledger.create_transfers([transfer])[0]
 
     def balance(self, peer_index: int) -> PeerBalance:
-        """The peer's balance and what is reserved in each direction, across every node."""
+        """The peer's balance and what is reserved in each direction, across every node.
+        Raises `LedgerTimeout` at once while TigerBeetle is unavailable (a metrics scrape
+        should not wait behind a request the cluster does not answer)."""
+        if not self.writer.available:
+            raise LedgerTimeout("TigerBeetle is not answering; balances unavailable")
         known = self._peers.get(peer_index)
         number = known.number if known is not None else peer_index
         in_limit, out_limit, source = self.ledger.lookup_accounts(

@@ -16,7 +16,8 @@ def settings_from_config(config: Config) -> TigerBeetleSettings:
         connect_timeout_s=tb.connect_timeout_ms / ms, request_timeout_s=tb.request_timeout_ms / ms,
         control_timeout_s=tb.control_timeout_ms / ms, max_batch=config.ledger.max_batch_transfers,
         queue_capacity=tb.queue_capacity, reserve_capacity=tb.reserve_capacity,
-        retry_initial_s=tb.retry_initial_ms / ms, retry_max_s=tb.retry_max_ms / ms)
+        retry_initial_s=tb.retry_initial_ms / ms, retry_max_s=tb.retry_max_ms / ms,
+        commit_margin_s=tb.commit_margin_ms / ms)
 
 
 def open_tigerbeetle(config: Config, on_durable: OnDurable, on_batch: OnBatch | None = None
