@@ -37,6 +37,7 @@ class FakeCluster:
         self.answering.set()
         self.evict_after_applying = 0  # this many next requests apply, then fail (reply lost)
         self.too_much_above: int | None = None  # requests with more events fail TooMuchData
+        self.refuse_next: Exception | None = None  # the next request fails with this (not a client failure)
 
 
 class FakeConnection:
@@ -52,6 +53,9 @@ class FakeConnection:
         c = self.cluster
         if c.too_much_above is not None and len(ids) > c.too_much_above:
             raise tb.TooMuchDataError()
+        if c.refuse_next is not None:
+            error, c.refuse_next = c.refuse_next, None
+            raise error
         with c.lock:
             c.batches.append(ids)
             results = []
@@ -331,3 +335,12 @@ def test_close_against_a_cluster_that_does_not_answer_fails_what_was_not_acknowl
     assert not writer.thread.is_alive()
     assert isinstance(in_flight.error, LedgerClosed) and isinstance(queued.error, LedgerClosed)
     assert released == []
+
+
+def test_a_request_the_cluster_refuses_fails_alone_and_the_writer_stays_available(make_writer, cluster):
+    writer = make_writer()
+    cluster.refuse_next = ValueError("invalid data size")
+    refused = writer.submit_transfers(transfers(10, 1))
+    assert refused.wait(2) and isinstance(refused.error, ValueError) and refused.results is None
+    assert cluster.batches == []  # not resent: the same bytes would be refused again
+    assert writer.available and writer.submit_transfers(transfers(20, 1)).wait(2)

@@ -107,11 +107,26 @@ class LedgerClient(tb.ClientSync):
         Client._clients.pop(self._client_key, None)  # completions have all run by now
 
 
+_quiet_client_logs = threading.Lock()
+_client_logs_quieted = False
+
+
+def _quiet_client_debug_logs() -> None:
+    """The package registers its native log callback with debug messages on, one ctypes
+    callback per request sent; keep warnings and errors only (once per process)."""
+    global _client_logs_quieted
+    with _quiet_client_logs:
+        if not _client_logs_quieted:
+            tb.configure_logging(debug=False)
+            _client_logs_quieted = True
+
+
 class Connection:
     """What the batch writer needs from a cluster: packed creates in, our model's statuses
     and records out.  One `LedgerClient` per connection."""
 
     def __init__(self, cluster_id: int, addresses: Sequence[str], resolve=socket.getaddrinfo):
+        _quiet_client_debug_logs()
         self.address = ",".join(addresses)
         replicas = ",".join(resolve_address(a, resolve) for a in addresses)
         try:

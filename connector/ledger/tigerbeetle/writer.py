@@ -280,27 +280,37 @@ class BatchWriter:
             for request in batch:
                 self._finish(request, [], None)
             return
-        payload = _join(batch)
-        started, failures = time.perf_counter(), 0
+        started = time.perf_counter()
         self._since = time.monotonic()
+        try:
+            outcome = self._send_until_answered(operation, _join(batch), batch)
+        finally:
+            self._since = None
+        if isinstance(outcome, tb.TooMuchDataError):
+            return self._split(batch, outcome)
+        if isinstance(outcome, BaseException):
+            return self._fail(batch, outcome)
+        results, failures = outcome
+        self._complete(batch, results, time.perf_counter() - started, failures)
+
+    def _send_until_answered(self, operation: Operation, payload, batch: list[Request]):
+        """(results, failed attempts), or the exception that ends the batch."""
+        failures = 0
         while True:
             try:
-                results = self._send(operation, payload)
-                break
+                return self._send(operation, payload), failures
             except RETRYABLE as exc:
                 if self._hard_stop.is_set():
-                    return self._fail(batch, LedgerClosed("the TigerBeetle writer was closed"))
+                    return LedgerClosed("the TigerBeetle writer was closed")
                 failures += 1
                 self._note_failure(exc, batch, failures)
                 self._hard_stop.wait(self._backoff(failures))
                 self._reconnect()
             except tb.TooMuchDataError as exc:
-                return self._split(batch, exc)
+                return exc
             except Exception as exc:  # noqa: BLE001 - a request the cluster cannot take: fail it, go on
                 self._note_failure(exc, batch, 1)
-                return self._fail(batch, exc)
-        self._since = None
-        self._complete(batch, results, time.perf_counter() - started, failures)
+                return exc
 
     def _send(self, operation: Operation, payload):
         conn = self._conn
@@ -318,7 +328,6 @@ class BatchWriter:
         """The cluster takes smaller batches than configured: halve, and remember."""
         total = sum(r.count for r in batch)
         if len(batch) == 1:
-            self._since = None
             return self._fail(batch, exc)
         self._max_batch = max(1, total // 2)
         log.warning("TigerBeetle refused a batch as too large; batches are now smaller",
