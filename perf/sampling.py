@@ -8,6 +8,7 @@ CPU % is reported two ways: relative to **one core** (`psutil.Process.cpu_percen
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 
@@ -72,3 +73,35 @@ def process_cpu_seconds() -> float:
     """CPU seconds this process has used so far (all threads)."""
     times = psutil.Process().cpu_times()
     return times.user + times.system
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process, from /proc (Linux).
+    The connector names its OS threads (io-0, worker-N, ledger-batch-wr, telemetry)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+def thread_affinity(pid: int) -> dict[str, str]:
+    """Each named thread's allowed CPUs (`Cpus_allowed_list`), to show pinning took effect."""
+    result: dict[str, str] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as comm:
+                name = comm.read().strip()
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                allowed = next(line.split(":", 1)[1].strip() for line in status if line.startswith("Cpus_allowed_list"))
+        except (OSError, StopIteration):
+            continue
+        result[name] = allowed
+    return result

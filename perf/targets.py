@@ -91,9 +91,11 @@ def sender_names(connections: int) -> list[str]:
     return [f"sender{i + 1}" for i in range(connections)]
 
 
-def start(name: str, *, connections: int = 1, workers: int = 1, timeout: float = 60.0) -> Target:
+def start(name: str, *, connections: int = 1, workers: int = 1, timeout: float = 60.0,
+          env: dict | None = None) -> Target:
+    """`env`: extra environment for our connector (e.g. `CONNECTOR__…` overrides)."""
     if name == "ours":
-        return start_ours(connections=connections, workers=workers, timeout=timeout)
+        return start_ours(connections=connections, workers=workers, timeout=timeout, env=env)
     if name == "js":
         return start_js(connections=connections, timeout=timeout)
     raise ValueError(f"unknown target {name!r} (ours or js)")
@@ -117,7 +119,7 @@ def ours_config(directory: Path, btp_port: int, http_port: int, senders: list[st
             f"peers:\n{peers}")
 
 
-def start_ours(*, connections: int, workers: int, timeout: float) -> Target:
+def start_ours(*, connections: int, workers: int, timeout: float, env: dict | None = None) -> Target:
     workdir = tempfile.TemporaryDirectory(prefix="ilp-perf-ours-")
     directory = Path(workdir.name)
     btp_port, http_port = free_port(), free_port()
@@ -126,7 +128,7 @@ def start_ours(*, connections: int, workers: int, timeout: float) -> Target:
     config = directory / "connector.yaml"
     config.write_text(ours_config(directory, btp_port, http_port, senders, workers))
     log_path = directory / "connector.log"
-    env = {**os.environ, **secrets, "PYTHON_GIL": "0"}
+    env = {**os.environ, **(env or {}), **secrets, "PYTHON_GIL": "0"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(config)], cwd=REPO,
                                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,173 @@
+"""The connector's mechanisms under load, measured: ledger batch sizes, telemetry batches,
+where the CPU goes per thread, worker scaling and CPU pinning.  Prints one JSON document.
+
+    PYTHON_GIL=0 .venv/bin/python perf/mechanisms.py                     # everything
+    PYTHON_GIL=0 .venv/bin/python perf/mechanisms.py --only batches --rates 1000 3000
+
+Each experiment starts our connector (durable ledger, telemetry on), runs a constant
+open-loop load through it, scrapes its `/metrics` and reads each OS thread's CPU time
+from /proc (the connector names its threads: io-0, worker-N, ledger-batch-wr, telemetry).
+
+* `batches`: per rate, the ledger's commits (transfers per commit: mean and histogram)
+  and the telemetry consumer's batches, with the commit interval as configured (2 ms
+  default) and with 0 (commit whenever the previous commit returns).
+* `workers`: the same rate with 1, 2, 4 worker threads: latency, CPU per packet, and the
+  share of CPU each thread role took (the workers do the decoding, routing, SHA-256 and
+  ledger work; the I/O thread the sockets and framing).
+* `affinity`: the same rate unpinned, and pinned (I/O and telemetry on CPU 0; workers and
+  the batch writer on CPU 1), with each thread's allowed CPUs read back from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import targets  # noqa: E402
+from load_run import LoadSpec, run_load  # noqa: E402
+from sampling import thread_affinity, thread_cpu_seconds  # noqa: E402
+
+PINNED = {"CONNECTOR__WORKERS__CPU_AFFINITY__IO": "[0]", "CONNECTOR__WORKERS__CPU_AFFINITY__TELEMETRY": "[0]",
+          "CONNECTOR__WORKERS__CPU_AFFINITY__WORKERS": "[1]",
+          "CONNECTOR__WORKERS__CPU_AFFINITY__BATCH_WRITER": "[1]"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("batches", "workers", "affinity"), action="append",
+                        help="run only these experiments (repeatable)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0, 3000.0],
+                        help="batches: the rates")
+    parser.add_argument("--rate", type=float, default=2500.0, help="workers and affinity: the rate")
+    parser.add_argument("--seconds", type=float, default=6.0, help="load per run")
+    parser.add_argument("--worker-counts", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (medians reported)")
+    return parser
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value} for the ledger and telemetry series."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line.startswith("#") or ("ledger_batch" not in line and "telemetry_batches" not in line):
+            continue
+        name, _, value = line.rpartition(" ")
+        series[name] = float(value)
+    return series
+
+
+def ledger_batches(series: dict[str, float]) -> dict:
+    count = series.get("ilp_connector_ledger_batch_transfers_count", 0.0)
+    total = series.get("ilp_connector_ledger_batch_transfers_sum", 0.0)
+    buckets = {name.split('le="')[1].rstrip('"}'): value for name, value in series.items()
+               if name.startswith("ilp_connector_ledger_batch_transfers_bucket")}
+    telemetry = {name.split('trigger="')[1].rstrip('"}'): value for name, value in series.items()
+                 if name.startswith("ilp_connector_telemetry_batches_total")}
+    return {"commits": int(count), "transfers": int(total),
+            "mean_transfers_per_commit": round(total / count, 1) if count else None,
+            "cumulative_buckets": buckets, "telemetry_batches_by_trigger": telemetry}
+
+
+def one_run(rate: float, seconds: float, workers: int, env: dict | None = None) -> dict:
+    """Start, warm up for a second, then measure one load; metrics are the measured run's."""
+    with targets.start("ours", workers=workers, env=env) as target:
+        run_load(target, LoadSpec(rate=rate, count=int(rate), seconds=3.0))
+        port = target.details["http_port"]
+        before, cpu_before = scrape(port), thread_cpu_seconds(target.pid)
+        started = time.perf_counter()
+        result = run_load(target, LoadSpec(rate=rate, count=int(rate * seconds), seconds=seconds + 5))
+        wall = time.perf_counter() - started
+        after, cpu_after = scrape(port), thread_cpu_seconds(target.pid)
+        pinning = thread_affinity(target.pid)
+    delta = {name: after[name] - before.get(name, 0.0) for name in after}
+    threads = {name: round(100.0 * (cpu_after[name] - cpu_before.get(name, 0.0)) / wall, 1)
+               for name in cpu_after if cpu_after[name] - cpu_before.get(name, 0.0) > 0.005}
+    achieved = result["achieved_pps"]
+    cpu = result["connector"]["cpu_percent_of_one_core"]["mean"]
+    return {"rate": rate, "workers": workers, "achieved_pps": achieved, "latency_ms": result["latency_ms"],
+            "counts": {k: result["counts"][k] for k in ("sent", "fulfilled", "timed_out", "errors")},
+            "cpu_percent_of_one_core": cpu, "cpu_us_per_packet": round(cpu / 100.0 / achieved * 1e6, 1),
+            "rss_mb_max": result["connector"]["rss_mb"]["max"],
+            "thread_cpu_percent_of_one_core": dict(sorted(threads.items(), key=lambda kv: -kv[1])),
+            "thread_cpus_allowed": pinning, "ledger": ledger_batches(delta)}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median CPU per packet (a real run, not a blend), plus the spread."""
+    ordered = sorted(runs, key=lambda r: r["cpu_us_per_packet"])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["runs"] = len(runs)
+    chosen["cpu_us_per_packet_all"] = [r["cpu_us_per_packet"] for r in runs]
+    chosen["p99_ms_all"] = [r["latency_ms"].get("p99") for r in runs]
+    return chosen
+
+
+def repeated(args, rate: float, workers: int, env: dict | None = None) -> dict:
+    return median_run([one_run(rate, args.seconds, workers, env) for _ in range(args.repeat)])
+
+
+def batches(args) -> list[dict]:
+    out = []
+    for rate in args.rates:
+        for interval in (None, 0):
+            env = None if interval is None else {"CONNECTOR__LEDGER__COMMIT_INTERVAL_MS": str(interval)}
+            run = repeated(args, rate, 1, env)
+            run["commit_interval_ms"] = 2 if interval is None else interval
+            out.append(run)
+    return out
+
+
+def workers(args) -> list[dict]:
+    return [repeated(args, args.rate, count) for count in args.worker_counts]
+
+
+def affinity(args) -> list[dict]:
+    unpinned = repeated(args, args.rate, 1)
+    unpinned["pinning"] = "none"
+    pinned = repeated(args, args.rate, 1, PINNED)
+    pinned["pinning"] = {k.rsplit("__", 1)[1].lower(): v for k, v in PINNED.items()}
+    return [unpinned, pinned]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    chosen = args.only or ["batches", "workers", "affinity"]
+    report = {"environment": {"logical_cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "seconds_per_run": args.seconds, "repeat": args.repeat}}
+    experiments = {"batches": batches, "workers": workers, "affinity": affinity}
+    for name in chosen:
+        report[name] = experiments[name](args)
+    report["summary"] = summarise(report)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def summarise(report: dict) -> list[str]:
+    """One line per run, for reading at a glance."""
+    lines = []
+    for name in ("batches", "workers", "affinity"):
+        for run in report.get(name, []):
+            latency = run["latency_ms"]
+            extra = ""
+            if name == "batches":
+                extra = (f" interval {run['commit_interval_ms']} ms: {run['ledger']['commits']} commits, "
+                         f"{run['ledger']['mean_transfers_per_commit']} transfers/commit")
+            elif name == "affinity":
+                extra = f" pinning {run['pinning']}"
+            lines.append(f"{name}: {run['rate']:.0f}/s, {run['workers']} worker(s){extra}; achieved "
+                         f"{run['achieved_pps']}/s, p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms, "
+                         f"{run['cpu_us_per_packet']} CPU us/packet")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
