@@ -88,7 +88,9 @@ class TigerBeetleLedger:
             (status,) = self.create_accounts([claim])
             if status is A.CREATED or status is A.EXISTS:  # EXISTS: our own claim, resent (same nonce)
                 return epoch
-            run += 1
+            if not status.name.startswith("EXISTS_WITH_DIFFERENT"):
+                raise TigerBeetleUnavailable(f"TigerBeetle at {self.address} refused the run claim: {status.name}")
+            run += 1  # another process holds this run
         raise TigerBeetleUnavailable(f"no free run epoch for node {node_id} after {RUN_CLAIM_ATTEMPTS} tries")
 
     # ------------------------------------------------------------------ the client surface
