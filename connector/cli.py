@@ -35,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from .config import ConfigError, load_config
-    from .ledger.tigerbeetle import TigerBeetleUnavailable
+    from .ledger.books import BooksError
+    from .ledger.tigerbeetle import LedgerTimeout, TigerBeetleUnavailable
     from .node import Node
     from .telemetry import configure_logging
 
@@ -51,9 +52,9 @@ def _run(args: argparse.Namespace) -> int:
     node = Node(config)
     try:
         node.start()
-    except TigerBeetleUnavailable as exc:
+    except (TigerBeetleUnavailable, LedgerTimeout, BooksError) as exc:  # the ledger refused or did not answer
         log.error("connector could not start: %s", exc)
-        _destroy_rings(node)
+        _release_partial_start(node)
         return 3
     try:
         stop.wait()
@@ -62,8 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _destroy_rings(node) -> None:
-    """The rings a start that failed half-way had created (nothing runs on them yet)."""
+def _release_partial_start(node) -> None:
+    """Close the ledger and destroy the rings of a start that failed half-way (no worker
+    or I/O thread runs yet)."""
+    ledger = getattr(node, "ledger", None)
+    if ledger is not None:
+        ledger.close(5.0)
     rings = [getattr(node, "ingress", None), *getattr(node, "egress", ()), getattr(node, "telemetry_ring", None)]
     for ring in rings:
         if ring is not None:
