@@ -96,6 +96,18 @@ class PeerBalance:
     maximum: int | None
 
 
+def read_balance(lookup_accounts, number: int, limits: tuple[int | None, int | None]) -> PeerBalance:
+    """A peer's position from its accounts (`number`: its permanent account number), with
+    either backend's `lookup_accounts`."""
+    in_limit, out_limit, source = lookup_accounts(
+        [account_id(number, Role.IN_LIMIT), account_id(number, Role.OUT_LIMIT), account_id(number, Role.IN_SOURCE)])
+    funded = source.debits_posted - source.credits_posted
+    minimum, maximum = limits
+    return PeerBalance(balance=funded - (in_limit.credits_posted - in_limit.debits_posted),
+                       pending_in=in_limit.debits_pending, pending_out=out_limit.debits_pending,
+                       minimum=minimum, maximum=maximum)
+
+
 @dataclass(frozen=True)
 class _Peer:
     index: int
@@ -281,11 +293,4 @@ class PacketBooks:
         """The peer's balance and what is reserved in each direction."""
         known = self._peers.get(peer_index)
         number = known.index if known is not None else peer_index  # the permanent number
-        in_limit, out_limit, source = self.ledger.lookup_accounts(
-            [account_id(number, Role.IN_LIMIT), account_id(number, Role.OUT_LIMIT),
-             account_id(number, Role.IN_SOURCE)])
-        funded = source.debits_posted - source.credits_posted
-        minimum, maximum = self._limits.get(peer_index, (None, None))
-        return PeerBalance(balance=funded - (in_limit.credits_posted - in_limit.debits_posted),
-                           pending_in=in_limit.debits_pending, pending_out=out_limit.debits_pending,
-                           minimum=minimum, maximum=maximum)
+        return read_balance(self.ledger.lookup_accounts, number, self._limits.get(peer_index, (None, None)))

@@ -48,6 +48,7 @@ from ..books import (
     Role,
     account_id,
     packet_transfer_id,
+    read_balance,
 )
 from ..model import AMOUNT_MAX, U64_MAX, Account, AccountFlags, CreateAccountStatus as A
 from ..model import CreateTransferStatus as T, Transfer, TransferFlags
@@ -329,14 +330,7 @@ class TigerBeetleBooks:
             raise LedgerTimeout("TigerBeetle is not answering; balances unavailable")
         known = self._peers.get(peer_index)
         number = known.number if known is not None else peer_index
-        in_limit, out_limit, source = self.ledger.lookup_accounts(
-            [account_id(number, Role.IN_LIMIT), account_id(number, Role.OUT_LIMIT),
-             account_id(number, Role.IN_SOURCE)])
-        funded = source.debits_posted - source.credits_posted
-        minimum, maximum = self._limits.get(peer_index, (None, None))
-        return PeerBalance(balance=funded - (in_limit.credits_posted - in_limit.debits_posted),
-                           pending_in=in_limit.debits_pending, pending_out=out_limit.debits_pending,
-                           minimum=minimum, maximum=maximum)
+        return read_balance(self.ledger.lookup_accounts, number, self._limits.get(peer_index, (None, None)))
 
     # ------------------------------------------------------------------ stats
 
