@@ -15,7 +15,7 @@ import os
 import threading
 
 import ringbuf
-from ringbuf import Ring, RingKind
+from ringbuf import Ring, RingClosed, RingKind
 
 from .config.model import Config, LedgerBackend, PeerConfig
 from .ledger.books import PacketBooks
@@ -25,6 +25,7 @@ from .runtime import label_native_threads
 from .packet.policy import Asset, ExpiryPolicy, TokenBucket
 from .packet.routing import RoutingTable
 from .packet.worker import PathContext, Worker
+from . import slots
 from .slots import SLOT_SIZE
 from .telemetry import Telemetry, create_telemetry_ring
 from .transport import IoThread, Peer, TransportConfig
@@ -63,8 +64,12 @@ def transport_peer(peer: PeerConfig, max_message_size: int) -> Peer:
 
 
 class Node:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, open_ledger=None):
+        """`open_ledger(config, on_durable, on_batch) -> (ledger, books)` replaces the
+        backend the configuration names (tests use it to run the packet path on a ledger
+        that answers reservations from another thread)."""
         self.config = config
+        self._open_ledger = open_ledger
         self._held_local = threading.local()
         self._held_handles: list[Ring] = []  # egress handles of the ledger's batch writer
         self._held_lock = threading.Lock()
@@ -86,7 +91,9 @@ class Node:
         self.egress = [Ring.create(cfg.rings.name("egress-0"), slot_size=slot_size,
                                    capacity=cfg.rings.egress_capacity, kind=RingKind.MPMC, **ring_options)]
         self.telemetry_ring = create_telemetry_ring(cfg.rings.name("telemetry"), cfg.rings.telemetry_capacity)
-        if cfg.ledger.backend == LedgerBackend.TIGERBEETLE:
+        if self._open_ledger is not None:
+            self.ledger, self.books = self._open_ledger(cfg, self._release_held, self._note_ledger_batch)
+        elif cfg.ledger.backend == LedgerBackend.TIGERBEETLE:
             from .ledger.tigerbeetle.factory import open_tigerbeetle
 
             self.ledger, self.books = open_tigerbeetle(cfg, self._release_held, self._note_ledger_batch)
@@ -113,7 +120,8 @@ class Node:
             expiry=ExpiryPolicy(cfg.expiry.min_message_window_ms, cfg.expiry.max_hold_time_ms),
             books=self.books, egress_names=[ring.name for ring in self.egress], wakers=[self.io.waker],
             peer_io={}, inflight=[{} for _ in range(cfg.workers.count)],
-            ledger_timeout_s=max(1, cfg.expiry.max_hold_time_ms // 1000 + 5))
+            ledger_timeout_s=max(1, cfg.expiry.max_hold_time_ms // 1000 + 5),
+            parked=[{} for _ in range(cfg.workers.count)], deliver_reserved=self._deliver_reserved)
         affinity = cfg.workers.cpu_affinity.get("workers")
         self.workers = [Worker(i, self.context, self.ingress.name, ledger_emitter_factory=self.ledger.emitter,
                                telemetry_factory=self.telemetry.emitter, cpus=set(affinity) if affinity else None)
@@ -161,6 +169,23 @@ class Node:
             touched.add(io)
         for io in touched:
             self.context.wakers[io].wake()
+
+    def _deliver_reserved(self, owner: int, packet_id: int, code: str | None) -> None:
+        """Called by an asynchronous ledger's thread with a reservation's outcome: hand it
+        to the workers (the ledger's thread gets an ingress handle of its own)."""
+        handle = getattr(self._held_local, "ingress", None)
+        if handle is None:
+            handle = self._held_local.ingress = self.ingress.handle()
+            with self._held_lock:
+                self._held_handles.append(handle)
+        body = slots.RESERVED.pack(packet_id, code.encode("ascii") if code else slots.RESERVED_OK)
+        record = slots.INGRESS.pack(slots.Ingress.RESERVED, owner, 0, 0, 0, 0, 0) + body
+        try:
+            handle.put(record, timeout=5.0)
+        except RingClosed:  # stopping: the workers are gone; the ledger voids at its timeout
+            return
+        except Exception:  # noqa: BLE001 - the parked Prepare then times out (T00) and is undone
+            log.exception("a reservation's answer could not reach the workers", extra={"packet_id": packet_id})
 
     def _note_ledger_batch(self, transfers: int, seconds: float) -> None:
         """Called by the batch writer after each commit: feeds the batch-size histogram."""

@@ -23,6 +23,8 @@ class Ingress(enum.IntEnum):
     REPLY = 2  # a peer answered a Prepare we forwarded (BTP RESPONSE / ERROR); body: Fulfill or Reject
     PEER_DOWN = 3  # the peer's connection closed; body empty. Workers reject what is in flight.
     PEER_UP = 4  # the peer is authenticated and connected; body empty
+    RESERVED = 5  # a ledger answered a reservation made asynchronously; `io` = the worker that
+    #               parked the Prepare; body: RESERVED (packet id, and the ILP code refusing it)
 
 
 class Egress(enum.IntEnum):
@@ -38,6 +40,10 @@ INGRESS = struct.Struct("<BBHIIIQ")
 # kind u8, reserved u8, peer u16, connection u32 (0: the peer's current one), request id u32,
 # reserved u32, monotonic ns when the packet entered the connector u64 (for latency)
 EGRESS = struct.Struct("<BBHIIIQ")
+
+# packet id u64, ILP error code (3 ASCII bytes; zeros when both legs are reserved)
+RESERVED = struct.Struct("<Q3s")
+RESERVED_OK = b"\0\0\0"
 
 HEADER_SIZE = INGRESS.size
 assert EGRESS.size == HEADER_SIZE == 24

@@ -10,6 +10,9 @@ record, without waiting on any single packet:
 * a **reply** from the next hop: a Fulfill whose fulfillment hashes to the condition is
   committed (posted) and its reply *held by the ledger until durable*; a wrong one
   becomes F05 upstream; a Reject is relayed; either way the reservation is released;
+* a **reservation answered** (ledgers that reserve asynchronously, like TigerBeetle): the
+  Prepare parked while its legs were being reserved is forwarded, or rejected with the
+  ledger's code; a worker never waits for a ledger round trip;
 * a **peer down**: everything in flight to that peer is rejected upstream (T01);
 * and, between batches, Prepares whose next hop did not answer in time are rejected
   upstream with R00.
@@ -62,6 +65,21 @@ class InFlight:
     received_ns: int
 
 
+@dataclass(slots=True)
+class Parked:
+    """A Prepare waiting for its reservation (asynchronous ledgers), copied out of its slot."""
+
+    packet_id: int
+    reply_to: tuple
+    out_peer: int
+    amount_in: int
+    amount_out: int
+    condition: bytes
+    expiry_ms: int  # the outgoing expiry, fixed when it was parked
+    body: bytearray
+    received_ns: int
+
+
 @dataclass
 class PathContext:
     """Everything the workers share; built once by the node, read-only afterwards
@@ -77,6 +95,10 @@ class PathContext:
     peer_io: dict[int, int]  # connected peer -> I/O thread index
     inflight: list[dict]  # per worker: (out_peer, request id) -> InFlight
     ledger_timeout_s: int = 35
+    # Asynchronous ledgers only: per worker, packet id -> Parked; and how a reservation's
+    # answer comes back (owner worker, packet id, ILP code or None) as an ingress record.
+    parked: list[dict] | None = None
+    deliver_reserved: object = None
 
 
 class Worker:
@@ -99,6 +121,11 @@ class Worker:
         self._stopping = threading.Event()
         self._inflight = context.inflight[index]
         self._deadlines: list[tuple[int, tuple[int, int]]] = []
+        # A ledger with `reserve_async` answers later: Prepares park until it does.
+        self._reserve_async = getattr(context.books, "reserve_async", None)
+        self._parked = context.parked[index] if context.parked is not None else {}
+        self._parked_deadlines: list[tuple[int, int]] = []
+        self._park_timeout_ns = int(getattr(context.books, "reserve_timeout_s", 2.0) * 1e9)
         self._next_id = 0
         self._our_address = context.address.encode("ascii")
         self.processed = 0
@@ -180,6 +207,8 @@ class Worker:
             self.ctx.peer_io[peer] = io
         elif kind == slots.Ingress.PEER_DOWN:
             self._on_peer_down(peer, io)
+        elif kind == slots.Ingress.RESERVED:
+            self._on_reserved(io, body)
         else:
             log.warning("unknown ingress record kind", extra={"kind": kind})
 
@@ -224,10 +253,13 @@ class Worker:
             return self._reject(reply_to, ilp.R02_INSUFFICIENT_TIMEOUT, "too little time left to forward")
         packet_id, request_out = self._new_ids()
         condition = bytes(prepare.execution_condition)
+        if self._reserve_async is not None:
+            return self._park(Parked(packet_id, reply_to, out_peer, amount, out_amount, condition, expiry_ms,
+                                     bytearray(body), received_ns), peer)
         code = self.ctx.books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
                                       self._ledger, int.from_bytes(condition[:16], "little"))
         if code is not None:
-            return self._reject(reply_to, code, "insufficient liquidity" if code == "T04" else "ledger refused")
+            return self._reject(reply_to, code, _REFUSAL.get(code, "ledger refused"))
         prepare.set_amount(out_amount)
         prepare.set_expires_at_ms(expiry_ms)
         deadline = time.monotonic_ns() + (expiry_ms - now_ms) * 1_000_000
@@ -236,6 +268,69 @@ class Worker:
                                        condition, deadline, received_ns)
         heapq.heappush(self._deadlines, (deadline, key))
         self._send(out_io, slots.Egress.PREPARE, out_peer, 0, request_out, received_ns, body)
+
+    # ----------------------------------------------------------------- asynchronous reservations
+
+    def _park(self, entry: Parked, in_peer: int) -> None:
+        """Ask the ledger to reserve both legs and go on with other packets; the answer
+        comes back as a RESERVED ingress record (to any worker)."""
+        self._parked[entry.packet_id] = entry
+        heapq.heappush(self._parked_deadlines, (time.monotonic_ns() + self._park_timeout_ns, entry.packet_id))
+        done = _Answer(self.ctx.deliver_reserved, self.index, entry.packet_id)
+        code = self._reserve_async(entry.packet_id, in_peer, entry.amount_in, entry.out_peer, entry.amount_out,
+                                   self.ctx.ledger_timeout_s, self._ledger,
+                                   int.from_bytes(entry.condition[:16], "little"), done)
+        if code is not None and self._parked.pop(entry.packet_id, None) is not None:
+            self._reject(entry.reply_to, code, _REFUSAL.get(code, "ledger refused"))
+
+    def _on_reserved(self, owner: int, body: memoryview) -> None:
+        packet_id, code = slots.RESERVED.unpack_from(body)
+        table = self.ctx.parked[owner] if self.ctx.parked is not None and owner < len(self.ctx.parked) else {}
+        entry = table.pop(packet_id, None)
+        if entry is None:  # answered upstream already (the ledger was too slow): undo a reservation
+            if code == slots.RESERVED_OK:
+                self.ctx.books.release(packet_id, self._ledger)
+            return
+        if code != slots.RESERVED_OK:
+            code = code.decode("ascii", "replace")
+            return self._reject(entry.reply_to, code, _REFUSAL.get(code, "ledger refused"))
+        self._forward_parked(entry)
+
+    def _forward_parked(self, entry: Parked) -> None:
+        """Its legs are reserved: rewrite and forward it, unless its time or its next hop
+        went meanwhile."""
+        out_io = peek(self.ctx.peer_io, entry.out_peer)
+        now_ms = time.time_ns() // 1_000_000
+        if out_io is None or now_ms >= entry.expiry_ms:
+            self.ctx.books.release(entry.packet_id, self._ledger)
+            if out_io is None:
+                return self._reject(entry.reply_to, ilp.T01_PEER_UNREACHABLE, "the next hop is not connected")
+            return self._reject(entry.reply_to, ilp.R00_TRANSFER_TIMED_OUT, "expired while the ledger reserved it")
+        prepare = ilp.PrepareView(memoryview(entry.body))
+        prepare.set_amount(entry.amount_out)
+        prepare.set_expires_at_ms(entry.expiry_ms)
+        request_out = self._new_ids()[1]
+        deadline = time.monotonic_ns() + (entry.expiry_ms - now_ms) * 1_000_000
+        key = (entry.out_peer, request_out)
+        io, in_peer, connection, request, received_ns = entry.reply_to
+        self._inflight[key] = InFlight(entry.packet_id, in_peer, io, connection, request, entry.out_peer,
+                                       entry.amount_in, entry.amount_out, entry.condition, deadline, received_ns)
+        heapq.heappush(self._deadlines, (deadline, key))
+        self._send(out_io, slots.Egress.PREPARE, entry.out_peer, 0, request_out, received_ns, entry.body)
+
+    def _expire_parked(self, now_ns: int) -> None:
+        """A reservation the ledger did not answer in time: T00 upstream, and the ledger is
+        told to undo it if it lands later."""
+        deadlines, table = self._parked_deadlines, self._parked
+        while deadlines and deadlines[0][0] <= now_ns:
+            _, packet_id = heapq.heappop(deadlines)
+            entry = table.pop(packet_id, None)
+            if entry is not None:
+                self.ctx.books.abandon_reserve(packet_id)
+                self._reject(entry.reply_to, ilp.T00_INTERNAL_ERROR, "the ledger did not answer in time")
+        if len(deadlines) > 4 * len(table) + 1024:
+            self._parked_deadlines = [item for item in deadlines if item[1] in table]
+            heapq.heapify(self._parked_deadlines)
 
     def _new_ids(self) -> tuple[int, int]:
         """A run-unique packet id, and a BTP request id whose low bits name this worker
@@ -305,6 +400,8 @@ class Worker:
                     self._fail_upstream(entry, ilp.T01_PEER_UNREACHABLE, "the next hop disconnected")
 
     def _expire(self, now_ns: int) -> None:
+        if self._parked_deadlines:
+            self._expire_parked(now_ns)
         deadlines, table = self._deadlines, self._inflight
         while deadlines and deadlines[0][0] <= now_ns:
             _, key = heapq.heappop(deadlines)
@@ -355,6 +452,22 @@ class Worker:
         if self._telemetry is not None:
             self._telemetry.packet(in_peer, out_peer, amount_in, amount_out, outcome, code,
                                    time.monotonic_ns() - received_ns)
+
+
+_REFUSAL = {"T04": "insufficient liquidity", "T03": "the ledger is busy", "T00": "ledger refused"}
+
+
+class _Answer:
+    """The callback a ledger calls, once, from its own thread, with a reservation's outcome
+    (None: reserved; else the ILP code); it puts a RESERVED record on the ingress ring."""
+
+    __slots__ = ("deliver", "owner", "packet_id")
+
+    def __init__(self, deliver, owner: int, packet_id: int):
+        self.deliver, self.owner, self.packet_id = deliver, owner, packet_id
+
+    def __call__(self, code: str | None) -> None:
+        self.deliver(self.owner, self.packet_id, code)
 
 
 def _egress_record(kind: int, peer: int, connection: int, request: int, received_ns: int, body) -> bytes:

@@ -90,6 +90,7 @@ class TigerBeetleBooks:
         self._peers: dict[int, _Peer] = {}
         self._limits: dict[int, tuple[int | None, int | None]] = {}
         self._reserved: dict[int, float] = {}  # packet id -> monotonic time its reservation times out
+        self._waiting: dict[int, Request] = {}  # reserve_async: packet id -> its request, until answered
         self._config_lock = threading.Lock()  # open_peer only: never on the packet path
         self._sweep_lock = threading.Lock()
         self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
@@ -172,9 +173,50 @@ class TigerBeetleBooks:
 
     def reserve(self, packet_id: int, in_peer: int, in_amount: int, out_peer: int, out_amount: int,
                 timeout_s: float, emitter=None, reference: int | None = None) -> str | None:
-        """Reserve both legs (linked pending transfers).  None, or the ILP code to reject
-        with: T04 a limit would be crossed; T03 the writer is backed up; T00 TigerBeetle
-        did not answer in time (or anything else)."""
+        """Reserve both legs (linked pending transfers) and wait for the answer.  None, or
+        the ILP code to reject with: T04 a limit would be crossed; T03 the writer is backed
+        up; T00 TigerBeetle did not answer in time (or anything else).  The packet path
+        uses `reserve_async`; this serves callers that may block."""
+        submitted = self._submit_reserve(packet_id, in_peer, in_amount, out_peer, out_amount, timeout_s,
+                                         reference, self._after_reserve)
+        if isinstance(submitted, str):
+            return submitted
+        request, expires = submitted
+        if not request.wait(self.settings.request_timeout_s) and request.abandon():
+            self._note_timeout(packet_id)
+            return "T00"
+        return self._reserve_outcome(packet_id, request, expires)
+
+    def reserve_async(self, packet_id: int, in_peer: int, in_amount: int, out_peer: int, out_amount: int,
+                      timeout_s: float, emitter, reference: int | None, on_done) -> str | None:
+        """Reserve both legs without waiting: returns the ILP code when it can refuse at
+        once (T00, T03), else None, and then `on_done(code or None)` runs exactly once on
+        the writer's thread when TigerBeetle answers.  A caller that stops waiting calls
+        `abandon_reserve`; the reservation is then voided if it lands, and `on_done` may
+        still run (the worker drops an answer it no longer waits for)."""
+        submitted = self._submit_reserve(packet_id, in_peer, in_amount, out_peer, out_amount, timeout_s,
+                                         reference, partial(self._after_reserve_async, on_done))
+        if isinstance(submitted, str):
+            return submitted
+        request = submitted[0]
+        self._waiting[packet_id] = request
+        if request.done:  # answered before it was recorded: its callback found nothing to drop
+            self._waiting.pop(packet_id, None)
+        return None
+
+    def abandon_reserve(self, packet_id: int) -> None:
+        """The caller answered the Prepare without its reservation (it took too long)."""
+        request = self._waiting.pop(packet_id, None)
+        if request is not None and request.abandon():
+            self._note_timeout(packet_id)
+
+    @property
+    def reserve_timeout_s(self) -> float:
+        """How long a parked Prepare waits for `reserve_async`'s answer."""
+        return self.settings.request_timeout_s
+
+    def _submit_reserve(self, packet_id, in_peer, in_amount, out_peer, out_amount, timeout_s, reference, after):
+        """Queue both pending legs; the ILP code refusing at once, or (request, expires)."""
         a, b = peek(self._peers, in_peer), peek(self._peers, out_peer)
         if a is None or b is None:
             log.warning("reserve for a peer with no accounts", extra={"in_peer": in_peer, "out_peer": out_peer})
@@ -187,18 +229,18 @@ class TigerBeetleBooks:
         expires = time.monotonic() + timeout  # TigerBeetle's clock starts later: never earlier than ours
         legs = self._pending_legs(packet_id, a, b, in_peer, in_amount, out_peer, out_amount, timeout, reference)
         try:
-            request = self.writer.submit_transfers(legs, partial(self._after_reserve, packet_id), new_work=True)
+            request = self.writer.submit_transfers(legs, partial(after, packet_id, expires), new_work=True)
         except LedgerClosed:
             return "T00"
         if request is None:
             self._bump("refused_busy")
             return "T03"
-        if not request.wait(self.settings.request_timeout_s) and request.abandon():
-            self._bump("timed_out")
-            log.warning("reserve: TigerBeetle did not answer in time", extra={
-                "packet_id": packet_id, "timeout_s": self.settings.request_timeout_s})
-            return "T00"
-        return self._reserve_outcome(packet_id, request, expires)
+        return request, expires
+
+    def _note_timeout(self, packet_id: int) -> None:
+        self._bump("timed_out")
+        log.warning("reserve: TigerBeetle did not answer in time", extra={
+            "packet_id": packet_id, "timeout_s": self.settings.request_timeout_s})
 
     def _pending_legs(self, packet_id, a: _Peer, b: _Peer, in_peer, in_amount, out_peer, out_amount,
                       timeout: int, reference: int | None) -> list[Transfer]:
@@ -226,11 +268,22 @@ class TigerBeetleBooks:
         log.warning("reserve refused", extra={"packet_id": packet_id, "results": [r.name for r in results]})
         return "T00"
 
-    def _after_reserve(self, packet_id: int, request: Request) -> None:
+    def _after_reserve(self, packet_id: int, expires: float, request: Request) -> None:
         """Writer thread: a reservation its caller gave up on is voided as soon as it lands."""
         if request.abandoned and request.results and request.results[0] in _RESERVED:
             self._bump("voided_late")
             self._queue_voids(packet_id)
+
+    def _after_reserve_async(self, on_done, packet_id: int, expires: float, request: Request) -> None:
+        """Writer thread: the outcome of `reserve_async`, to its caller unless abandoned."""
+        self._waiting.pop(packet_id, None)
+        if request.abandoned:
+            return self._after_reserve(packet_id, expires, request)
+        code = self._reserve_outcome(packet_id, request, expires)
+        try:
+            on_done(code)
+        except Exception:  # noqa: BLE001 - the writer must go on; the worker times the Prepare out
+            log.exception("reserve: the caller's callback failed", extra={"packet_id": packet_id})
 
     def commit(self, packet_id: int, emitter, held_reply: tuple[int, bytes]) -> bool:
         """Queue the posts; `held_reply` goes to on_durable once TigerBeetle acknowledged
