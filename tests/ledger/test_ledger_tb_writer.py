@@ -344,3 +344,48 @@ def test_a_request_the_cluster_refuses_fails_alone_and_the_writer_stays_availabl
     assert refused.wait(2) and isinstance(refused.error, ValueError) and refused.results is None
     assert cluster.batches == []  # not resent: the same bytes would be refused again
     assert writer.available and writer.submit_transfers(transfers(20, 1)).wait(2)
+
+
+# ---------------------------------------------------------------------- the books' reserve_async glue
+
+def fake_books(writer: BatchWriter):
+    """TigerBeetleBooks on the FAKE connection, with two peers known without a cluster:
+    only the asynchronous reservation's bookkeeping is under test here."""
+    from types import SimpleNamespace
+
+    from connector.ledger.books import Role, account_id
+    from connector.ledger.tigerbeetle.books import TigerBeetleBooks, _Peer
+
+    ledger = SimpleNamespace(writer=writer, settings=writer._settings, epoch=7)
+    books = TigerBeetleBooks(ledger)
+    for index in (0, 1):
+        books._peers[index] = _Peer(index, 1, account_id(index, Role.IN_LIMIT), account_id(index, Role.OUT_LIMIT))
+    return books
+
+
+def test_reserve_async_answers_once_from_the_writer_thread(make_writer):
+    books = fake_books(make_writer())
+    answers: list = []
+    assert books.reserve_async(1, 0, 10, 1, 10, 30, None, None,
+                               lambda code: answers.append((code, threading.current_thread().name))) is None
+    assert until(lambda: answers)
+    time.sleep(0.05)
+    assert answers == [(None, "tigerbeetle-writer")]
+    assert 1 in books._reserved and books._waiting == {}
+    assert books.commit(1, None, (0, b"reply")) is True
+
+
+def test_an_abandoned_reserve_async_is_not_answered_and_is_voided_when_it_lands(make_writer, cluster):
+    books = fake_books(make_writer())
+    answers: list = []
+    cluster.answering.clear()  # the cluster hangs: the reservation is sent, not answered
+    assert books.reserve_async(2, 0, 10, 1, 10, 30, None, None, answers.append) is None
+    assert books._waiting
+    time.sleep(0.05)  # let the writer send it
+    books.abandon_reserve(2)
+    cluster.answering.set()
+    assert until(lambda: books.stats()["voided_late"] == 1)
+    assert answers == [] and books._waiting == {} and 2 not in books._reserved
+    void_ids = {t for batch in cluster.batches for t in batch}
+    from connector.ledger.books import LEG_IN, PHASE_VOID, packet_transfer_id
+    assert packet_transfer_id(7, 2, LEG_IN, PHASE_VOID) in void_ids
