@@ -81,17 +81,22 @@ class BtpConnection:
     def frames_until(self, wanted, timeout: float):
         """Yield binary payloads (as bytes) until `wanted(payload)` or `timeout`; for set-up only."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                if not self.receive():
-                    raise PeerError(f"{self.label}: the connection closed")
-            except TimeoutError:
-                return
-            for opcode, payload in self.parser.parse():
-                if opcode == ws.OP_BINARY and wanted(payload):
-                    yield bytes(payload)
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    if not self.receive():
+                        raise PeerError(f"{self.label}: the connection closed")
+                except TimeoutError:
                     return
+                for opcode, payload in self.parser.parse():
+                    if opcode == ws.OP_BINARY and wanted(payload):
+                        yield bytes(payload)
+                        return
+        finally:
+            # Blocking again: a timeout left here would end the load's reply reader the
+            # first time the connector went quiet for that long.
+            self.sock.settimeout(None)
 
     def receive(self) -> bool:
         """Read what the socket has into the parser; False when the connection closed."""

@@ -101,6 +101,7 @@ class Window:
     replied: int
     window_replies: int
     latency_ms: dict  # of the replies that arrived in this window
+    errors: list  # what failed in the generator so far (a reader, the sender, the receiver)
 
 
 class WindowWatch:
@@ -168,7 +169,7 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
         if watch is None:
             sender.join(spec.seconds + 30)
         else:
-            _watch_windows(watch, sender, sender_stats, reply_stats, schedule, spec.seconds + 30)
+            _watch_windows(watch, sender, sender_stats, reply_stats, receiver_stats, schedule, stop, spec.seconds + 30)
         _wait_for_replies(sender_stats, reply_stats, schedule, target)
         stop.set()
         for connection in [*senders, receiver]:  # wakes the threads blocked reading them
@@ -181,8 +182,9 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
 
 
 def _watch_windows(watch: WindowWatch, sender: threading.Thread, sent: SenderStats, replies: list[ReplyStats],
-                   schedule: Schedule, limit_s: float) -> None:
-    """While the sender runs: one `Window` per interval to `watch.on_window`."""
+                   receiver: ReceiverStats, schedule: Schedule, stop: threading.Event, limit_s: float) -> None:
+    """While the sender runs: one `Window` per interval to `watch.on_window`; a truthy
+    answer (the watcher gives up on the run) stops the load."""
     started = last = time.perf_counter()
     last_replied = 0
     while sender.is_alive() and time.perf_counter() - started < limit_s:
@@ -191,8 +193,11 @@ def _watch_windows(watch: WindowWatch, sender: threading.Thread, sent: SenderSta
         if now - last < watch.interval_s and sender.is_alive():
             continue
         replied = sum(r.replied for r in replies)
-        watch.on_window(Window(round(now - schedule.t0, 3), round(now - last, 3), sent.sent, replied,
-                               replied - last_replied, watch.take()))
+        errors = [e for e in (sent.error, receiver.error, *(r.error for r in replies)) if e]
+        if watch.on_window(Window(round(now - schedule.t0, 3), round(now - last, 3), sent.sent, replied,
+                                  replied - last_replied, watch.take(), errors)):
+            stop.set()
+            return
         last, last_replied = now, replied
 
 

@@ -14,7 +14,9 @@ summary is printed (and written to `summary.json`).  The run fails (exit 1) on:
   its expiry, or with a second reply;
 * **books that do not balance**: after a clean stop, the audit of the ledger file (debits
   equal credits, limits held, replay equals stored balances, nothing pending) and the
-  sender's and receiver's balances equal to what the generator saw fulfilled.
+  sender's and receiver's balances equal to what the generator saw fulfilled;
+* **a run cut short**: the generator failed, or no reply came for six windows in a row
+  with packets outstanding (the run stops there instead of idling to its end).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Recorder:
     """Writes one CSV row per window, with the connector's RSS and CPU over that window."""
 
-    def __init__(self, path: Path, pid: int):
+    def __init__(self, path: Path, pid: int, stall_windows: int = 6):
         self.file = open(path, "w", newline="")
         self.writer = csv.writer(self.file)
         self.writer.writerow(COLUMNS)
@@ -69,6 +71,9 @@ class Recorder:
         self.process.cpu_percent(None)
         psutil.cpu_percent(None)
         self.rows: list[dict] = []
+        self.stall_windows = stall_windows
+        self.quiet = 0  # consecutive windows with packets outstanding and no reply
+        self.halted: str | None = None  # why the run was stopped early
 
     def __call__(self, window: Window) -> None:
         try:
@@ -85,6 +90,20 @@ class Recorder:
         self.rows.append(row)
         self.writer.writerow([row[c] for c in COLUMNS])
         self.file.flush()
+        return self._give_up(window)
+
+    def _give_up(self, window: Window) -> bool:
+        """Stop an hour-long run early when it can no longer pass: the generator failed,
+        or nothing came back for `stall_windows` windows in a row."""
+        self.quiet = self.quiet + 1 if window.window_replies == 0 and window.sent > window.replied else 0
+        if window.errors:
+            self.halted = f"the load generator failed: {window.errors}"
+        elif self.quiet >= self.stall_windows:
+            self.halted = (f"no reply for {self.quiet} windows with {window.sent - window.replied} "
+                           f"packets outstanding")
+        if self.halted:
+            sys.stderr.write(f"soak: stopping at {window.elapsed_s:.0f} s: {self.halted}\n")
+        return self.halted is not None
 
     def close(self) -> None:
         self.file.close()
@@ -211,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = verdict(result, rows, books, args, minutes_run)
     checks["connector"] = {"ok": alive_at_end and exit_code == 0, "alive_at_end": alive_at_end,
                            "exit_code_after_sigterm": exit_code}
+    checks["ran_to_the_end"] = {"ok": recorder.halted is None, "stopped_early_because": recorder.halted,
+                                "generator_errors": result.get("error_messages", [])}
     title = f"soak: {args.rate:.0f} packets/s for {minutes_run:.1f} min ({started})"
     if rows:
         plot(rows, out / "soak.png", title)
