@@ -164,3 +164,20 @@ def test_profile_writes_a_flame_graph_of_the_connector_under_load(tmp_path):
     assert (tmp_path / "profile.svg").read_text().startswith("<svg")
     top = (tmp_path / "profile-top.txt").read_text()
     assert "worker-0" in top and "io-0" in top  # the OS threads carry the connector's names
+
+
+@pytest.mark.timeout(120)
+def test_mechanisms_reports_batches_threads_and_pinning():
+    """One short run per configuration: ledger commits and their histogram from /metrics,
+    CPU per named thread from /proc, and each thread's allowed CPUs."""
+    result = run_tool("mechanisms.py", "--only", "batches", "--rates", "200", "--seconds", "1", timeout=110)
+    runs = result["batches"]
+    assert [run["commit_interval_ms"] for run in runs] == [2, 0]
+    for run in runs:
+        assert run["counts"]["sent"] == run["counts"]["fulfilled"] == 200
+        ledger = run["ledger"]
+        assert ledger["commits"] > 0 and ledger["transfers"] >= 4 * 200  # 2 pending + 2 posts per packet
+        assert ledger["cumulative_buckets"]["+Inf"] == ledger["commits"]
+        assert {"worker-0", "io-0", "ledger-batch-wr"} <= set(run["thread_cpus_allowed"])
+        assert run["thread_cpu_percent_of_one_core"].get("worker-0", 0) > 0
+    assert len(result["summary"]) == 2
