@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from deferred_books import open_deferred
@@ -17,17 +18,23 @@ from connector.config import load_config
 from connector.node import Node
 
 
-def start_node(tmp_path, *, alice_maximum: int = 10**12, reserve_timeout_s: float = 0.5):
+@contextmanager
+def running(tmp_path, *, alice_maximum: int = 10**12, reserve_timeout_s: float = 0.5):
+    """A node whose ledger answers reservations from its own thread, with alice and bob
+    connected (bob fulfils): yields (node, deferred books, alice, bob)."""
     holder: list = []
     node = Node(load_config(write_config(tmp_path, alice_maximum=alice_maximum), {**os.environ, **SECRETS}),
                 open_ledger=open_deferred(holder, reserve_timeout_s))
     node.start()
-    return node, holder[0]
-
-
-def stop_node(node: Node, deferred) -> None:
-    deferred.close()
-    node.stop()
+    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
+    bob.serve(fulfil)
+    try:
+        yield node, holder[0], alice, bob
+    finally:
+        alice.close()
+        bob.close()
+        holder[0].close()
+        node.stop()
 
 
 def wait_for(predicate, timeout: float = 5.0) -> bool:
@@ -44,41 +51,24 @@ def settled(node: Node) -> bool:
 
 
 def test_payments_go_through_a_ledger_that_answers_later(tmp_path):
-    node, deferred = start_node(tmp_path)
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
-    bob.serve(fulfil)
-    try:
+    with running(tmp_path) as (node, deferred, alice, bob):
         replies = [alice.request(prepare(f"async {i}".encode(), amount=10)) for i in range(20)]
         assert [r[0] for r in replies] == [ilp.FULFILL] * 20
         assert deferred.answered == 20
         assert wait_for(lambda: settled(node))
         assert node.balances() == {"alice": 200, "bob": -200}
         assert all(not table for table in node.context.parked)
-    finally:
-        alice.close()
-        bob.close()
-        stop_node(node, deferred)
 
 
 def test_a_limit_refused_by_the_ledger_is_t04_upstream(tmp_path):
-    node, deferred = start_node(tmp_path, alice_maximum=25)
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
-    bob.serve(fulfil)
-    try:
+    with running(tmp_path, alice_maximum=25) as (node, deferred, alice, bob):
         codes = [reject_code(alice.request(prepare(f"limit {i}".encode(), amount=10))) for i in range(3)]
         assert codes == [None, None, "T04"]
         assert wait_for(lambda: settled(node)) and node.balances()["alice"] == 20
-    finally:
-        alice.close()
-        bob.close()
-        stop_node(node, deferred)
 
 
 def test_a_silent_ledger_costs_t00_and_its_late_reservation_is_undone(tmp_path):
-    node, deferred = start_node(tmp_path, reserve_timeout_s=0.3)
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
-    bob.serve(fulfil)
-    try:
+    with running(tmp_path, reserve_timeout_s=0.3) as (node, deferred, alice, bob):
         deferred.stall()
         started = time.monotonic()
         reply = alice.request(prepare(b"while silent"))
@@ -87,19 +77,12 @@ def test_a_silent_ledger_costs_t00_and_its_late_reservation_is_undone(tmp_path):
         assert wait_for(lambda: deferred.voided_late == 1)
         assert wait_for(lambda: settled(node)) and node.balances() == {"alice": 0, "bob": 0}
         assert alice.request(prepare(b"after the silence"))[0] == ilp.FULFILL
-    finally:
-        alice.close()
-        bob.close()
-        stop_node(node, deferred)
 
 
 @pytest.mark.timeout(60)
 def test_a_next_hop_gone_while_its_prepare_was_parked_is_t01_and_unreserved(tmp_path):
-    node, deferred = start_node(tmp_path, reserve_timeout_s=5.0)
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
-    bob.serve(fulfil)
-    replies: list = []
-    try:
+    with running(tmp_path, reserve_timeout_s=5.0) as (node, deferred, alice, bob):
+        replies: list = []
         deferred.stall()
         sender = threading.Thread(target=lambda: replies.append(alice.request(prepare(b"parked"))))
         sender.start()
@@ -110,6 +93,3 @@ def test_a_next_hop_gone_while_its_prepare_was_parked_is_t01_and_unreserved(tmp_
         sender.join(10)
         assert [reject_code(r) for r in replies] == ["T01"]
         assert wait_for(lambda: settled(node)) and node.balances() == {"alice": 0, "bob": 0}
-    finally:
-        alice.close()
-        stop_node(node, deferred)
