@@ -8,7 +8,9 @@ transfers per packet), through `PacketBooks` on an `EmbeddedLedger` in a tempora
 directory.  Reported as JSON: packets/s the workers completed, replies/s released by
 `on_durable`, the batch writer's transfers/s, batch sizes and commit latency (p50/p99),
 plus the same loop on the bare in-memory state machine (no ring, no disk) for scale, and
-the batch writer alone fed pre-packed packet records (its own ceiling).
+the batch writer alone fed pre-packed packet records (its own ceiling).  With
+`--stall-seconds N`, also every packet slower than 3 ms in a one-thread loop on the state
+machine (`stalls`): the check that the transfer tables do not stall once full.
 """
 
 from __future__ import annotations
@@ -46,6 +48,49 @@ def _forward(books: PacketBooks, emitter, first_id: int, seconds: float, counts:
     counts[slot] = done
 
 
+def _run_threads(books: PacketBooks, emitters: list, seconds: float) -> tuple[list[int], float]:
+    """One forwarding thread per emitter, for `seconds`: packets each completed, wall time."""
+    counts = [0] * len(emitters)
+    workers = [threading.Thread(target=_forward, args=(books, emitter, i << 40, seconds, counts, i))
+               for i, emitter in enumerate(emitters)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return counts, time.perf_counter() - started
+
+
+def run_stalls(seconds: float, slow_ms: float = 3.0) -> dict:
+    """One thread, the bare state machine, reserve + post per packet: every packet slower
+    than `slow_ms`, with the packet count it happened at.  Stalls while the idempotency
+    window fills are garbage collections of the growing heap (CPython's default threshold
+    here); stalls after it is full would be the state machine's own."""
+    from .model import Account, Transfer
+    from .state import DEFAULT_RECENT_IDS, LINKED, PENDING, LedgerState
+
+    state = LedgerState()
+    state.create_accounts([Account(id=i, ledger=1, code=1) for i in (1, 2, 3, 4)])
+    window_full_at = DEFAULT_RECENT_IDS // 4  # four ids resolved per packet
+    slow, n = [], 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        n += 1
+        base = 1 << 120 | n << 12
+        started = time.perf_counter()
+        state.create_pending_pair(Transfer(base | 1, 1, 2, 10, 0, 0, 0, 0, 30, 1, 1, PENDING | LINKED),
+                                  Transfer(base | 2, 3, 4, 10, 0, 0, 0, 0, 30, 1, 1, PENDING))
+        state.resolve_pair(base | 3, base | 1, base | 4, base | 2, True)
+        took_ms = (time.perf_counter() - started) * 1000
+        if took_ms > slow_ms:
+            slow.append((n, round(took_ms, 1)))
+    after = [ms for packet, ms in slow if packet > window_full_at]
+    return {"packets": n, "packets_per_s": round(n / seconds), "slow_ms": slow_ms,
+            "window_full_after_packets": window_full_at, "slow_while_filling": len(slow) - len(after),
+            "slow_after_full": len(after), "worst_after_full_ms": max(after, default=0.0),
+            "slow_packets": slow[:40]}
+
+
 def run_embedded(threads: int, seconds: float, directory: str) -> dict:
     released = [0]
     lock = threading.Lock()
@@ -61,16 +106,9 @@ def run_embedded(threads: int, seconds: float, directory: str) -> dict:
     books.open_peer(1, "USD", 9, None, None, setup)
     books.open_peer(2, "USD", 9, None, None, setup)
     before = ledger.stats()
-    counts = [0] * threads
     emitters = [ledger.emitter() for _ in range(threads)]  # each used by its one thread only
-    workers = [threading.Thread(target=_forward, args=(books, emitters[i], i << 40, seconds, counts, i))
-               for i in range(threads)]
     started = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    worked = time.perf_counter() - started
+    counts, worked = _run_threads(books, emitters, seconds)
     total = sum(counts)
     while released[0] < total and time.perf_counter() - started < worked + 30:
         for e in emitters:
@@ -119,15 +157,7 @@ def run_state_only(threads: int, seconds: float, directory: str) -> dict:
     setup = ledger.emitter()
     books.open_peer(1, "USD", 9, None, None, setup)
     books.open_peer(2, "USD", 9, None, None, setup)
-    counts = [0] * threads
-    workers = [threading.Thread(target=_forward, args=(books, _NullEmitter(), i << 40, seconds, counts, i))
-               for i in range(threads)]
-    started = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    worked = time.perf_counter() - started
+    counts, worked = _run_threads(books, [_NullEmitter() for _ in range(threads)], seconds)
     setup.close()
     ledger.close()
     return {"threads": threads, "packets_per_s": round(sum(counts) / worked)}
@@ -189,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--writer-packets", type=int, default=50_000)
+    parser.add_argument("--stall-seconds", type=float, default=0.0,
+                        help="also time every packet of a one-thread state-machine loop this long")
     args = parser.parse_args(argv)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as directory:
@@ -200,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             "state_only": [run_state_only(n, args.seconds, directory) for n in args.threads],
             "writer_only": run_writer_only(args.writer_packets, directory),
         }
+        if args.stall_seconds:
+            result["stalls"] = run_stalls(args.stall_seconds)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -181,3 +181,24 @@ def test_mechanisms_reports_batches_threads_and_pinning():
         assert {"worker-0", "io-0", "ledger-batch-wr"} <= set(run["thread_cpus_allowed"])
         assert run["thread_cpu_percent_of_one_core"].get("worker-0", 0) > 0
     assert len(result["summary"]) == 2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", ["ours", "js"])
+def test_window_tail_reports_each_window_for_either_connector(target):
+    result = run_tool("window_tail.py", "--target", target, "--rate", "200", "--seconds", "3",
+                      "--window-seconds", "1", timeout=110)
+    assert result["target"] == target and result["counts"]["fulfilled"] == 600
+    assert 2 <= result["windows"] == len(result["window_p99_ms"]) <= 5
+    assert 0 < result["window_p99_median_ms"] <= result["window_p99_worst_ms"]
+    assert result["generator_max_send_lag_ms"] >= 0
+
+
+def test_ledger_bench_times_every_packet_for_stalls():
+    proc = subprocess.run([sys.executable, "-m", "connector.ledger.bench", "--seconds", "0.3", "--threads", "1",
+                           "--writer-packets", "200", "--stall-seconds", "0.5"], capture_output=True, text=True,
+                          timeout=90, env={**os.environ, "PYTHON_GIL": "0"}, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stalls = json.loads(proc.stdout)["stalls"]
+    assert stalls["packets"] > 0 and stalls["window_full_after_packets"] == 65536
+    assert len(stalls["slow_packets"]) == min(40, stalls["slow_while_filling"] + stalls["slow_after_full"])
