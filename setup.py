@@ -1,4 +1,5 @@
-"""Builds the ring buffers' C extensions; everything else is in pyproject.toml."""
+"""Builds the C extensions (the rings, the ledger's packet fast path); everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -8,5 +9,6 @@ setup(
     ext_modules=[
         Extension("ringbuf._atomics", sources=["ringbuf/_atomics.c"], extra_compile_args=FLAGS),
         Extension("ringbuf._core", sources=["ringbuf/_core.c"], extra_compile_args=FLAGS),
+        Extension("connector.ledger._fastpath", sources=["connector/ledger/_fastpath.c"], extra_compile_args=FLAGS),
     ]
 )

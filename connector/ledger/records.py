@@ -30,7 +30,8 @@ from collections.abc import Sequence
 
 from ringbuf import Ring
 
-from .model import Account, Transfer, pack_account, pack_transfer
+from ._fastpath import pack_transfers
+from .model import Account, Transfer, pack_account
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,11 @@ class LedgerEmitter:
              reply: tuple[int, bytes] | None = None) -> bool:
         """Queue transfer (and account) records, optionally with a reply to hold until they
         are durable.  True if published now, False if parked in this emitter's backlog."""
-        if reply is None:
-            record = pack_record([pack_transfer(t) for t in transfers], [pack_account(a) for a in accounts])
-        else:
-            target, payload = reply
-            record = pack_record([pack_transfer(t) for t in transfers], [pack_account(a) for a in accounts],
-                                 KIND_HELD_REPLY, target, bytes(payload))
+        if len(transfers) > MAX_EVENTS or len(accounts) > MAX_EVENTS:
+            raise ValueError(f"a record carries at most {MAX_EVENTS} accounts and {MAX_EVENTS} transfers")
+        kind, target, payload = (KIND_PLAIN, 0, b"") if reply is None else (KIND_HELD_REPLY, reply[0], reply[1])
+        record = b"".join((RECORD.pack(len(accounts), len(transfers), kind, target),
+                           *[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
         return self.emit_record(record)
 
     def emit_sync(self, token: int) -> bool:

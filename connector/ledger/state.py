@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..lockfree import peek
+from ._fastpath import PairEngine, Stored as _Stored
 from .model import (
     AMOUNT_MAX,
     U64_MAX,
@@ -94,17 +95,6 @@ def expiry_transfer_id(pending_id: int) -> int:
     return pending_id ^ EXPIRY_ID_BIT
 
 
-class _Stored:
-    """A created transfer plus what a pending transfer needs to resolve once."""
-
-    __slots__ = ("transfer", "state", "expires_at")
-
-    def __init__(self, transfer: Transfer, state: int, expires_at: int):
-        self.transfer = transfer
-        self.state = state
-        self.expires_at = expires_at
-
-
 class _NeedStripes(Exception):
     """Raised under the locks when a chain touches a stripe it does not hold."""
 
@@ -145,6 +135,9 @@ class LedgerState:
         # Per stripe (of the pending transfer's debit account): expiry second -> pending ids.
         self._wheels: list[dict[int, set[int]]] = [{} for _ in range(stripes)]
         self._clock = clock
+        # The packet pair's common case, in C on these same containers and locks.
+        self._pair = PairEngine(locks=tuple(self._locks), accounts=self._accounts, shards=tuple(self._shards),
+                                failed=self._failed, wheels=tuple(self._wheels), transfer_type=Transfer)
 
     # ------------------------------------------------------------------ public API
 
@@ -212,123 +205,26 @@ class LedgerState:
         `first` (flags PENDING | LINKED) and `second` (PENDING), on four distinct accounts.
 
         The common case — both new, every field plain, within every limit — is checked
-        and applied in one pass under the stripe locks, with no undo log and no copies:
-        the two objects become the stored transfers (their timestamps are set), so the
-        caller must not reuse them.  Anything else (a retry, a limit crossed, an unusual
-        field) takes the general path, which answers exactly as TigerBeetle would."""
-        now = self._clock()
-        mask = self._mask
-        dr1_id, cr1_id, dr2_id, cr2_id = (first.debit_account_id, first.credit_account_id,
-                                          second.debit_account_id, second.credit_account_id)
-        if not (_plain_pending(first, LINKED | PENDING) and _plain_pending(second, PENDING)
-                and len({dr1_id, cr1_id, dr2_id, cr2_id}) == 4 and first.id != second.id):
-            return self.create_transfers_detailed([first, second])
-        first_id, second_id = first.id, second.id
-        first_stripe, second_stripe = (first_id ^ first_id >> 12) & mask, (second_id ^ second_id >> 12) & mask
-        held = sorted({first_stripe, second_stripe, *((a ^ a >> 12) & mask for a in (dr1_id, cr1_id, dr2_id, cr2_id))})
-        locks, shards = self._locks, self._shards
-        for stripe in held:
-            locks[stripe].acquire()
-        try:
-            applied = self._apply_pending_pair(first, second, now, shards[first_stripe], shards[second_stripe])
-        finally:
-            for stripe in reversed(held):
-                locks[stripe].release()
-        if not applied:
-            return self.create_transfers_detailed([first, second])
-        return [T.CREATED, T.CREATED], [first, second]
-
-    def _apply_pending_pair(self, first: Transfer, second: Transfer, now: int, first_table: dict,
-                            second_table: dict) -> bool:
-        """Under the locks: apply both pending transfers, or nothing and False."""
-        accounts = self._accounts
-        if first.id in first_table or second.id in second_table or first.id in self._failed \
-                or second.id in self._failed:
-            return False
-        dr1, cr1 = peek(accounts, first.debit_account_id), peek(accounts, first.credit_account_id)
-        dr2, cr2 = peek(accounts, second.debit_account_id), peek(accounts, second.credit_account_id)
-        if dr1 is None or cr1 is None or dr2 is None or cr2 is None:
-            return False
-        if not (_pending_fits(first, dr1, cr1) and _pending_fits(second, dr2, cr2)):
-            return False
-        expires1 = now + first.timeout * NS_PER_S if first.timeout else 0
-        expires2 = now + second.timeout * NS_PER_S if second.timeout else 0
-        if expires1 > U64_MAX or expires2 > U64_MAX:
-            return False
-        for t, dr, cr, expires_at, table in ((first, dr1, cr1, expires1, first_table),
-                                             (second, dr2, cr2, expires2, second_table)):
-            t.timestamp = now
-            dr.debits_pending += t.amount
-            cr.credits_pending += t.amount
-            table[t.id] = _Stored(t, OPEN, expires_at)
-            if expires_at:
-                self._wheel_add(t.debit_account_id, expires_at, t.id)
-        return True
+        and applied in one pass under the stripe locks, in C (`_fastpath.c`), with no undo
+        log and no copies: the two objects become the stored transfers (their timestamps
+        are set), so the caller must not reuse them.  Anything else (a retry, a limit
+        crossed, an unusual field) takes the general path, which answers exactly as
+        TigerBeetle would."""
+        if self._pair.create_pending_pair(first, second, self._clock()):
+            return [T.CREATED, T.CREATED], [first, second]
+        return self.create_transfers_detailed([first, second])
 
     def resolve_pair(self, first_id: int, first_pending: int, second_id: int, second_pending: int,
                      post: bool) -> tuple[list[T], list[Transfer]]:
         """`create_transfers_detailed` for two linked posts (`post`, the full amounts) or
         voids of two pending transfers: the packet books' commit and release.  The common
-        case runs in one pass under the locks; anything else takes the general path."""
-        flag = POST if post else VOID
-        records = peek(self._table(first_pending), first_pending), peek(self._table(second_pending), second_pending)
-        if records[0] is None or records[1] is None or first_id == second_id:
-            return self._resolve_generally(first_id, first_pending, second_id, second_pending, flag)
-        p1, p2 = records[0].transfer, records[1].transfer
-        account_ids = {p1.debit_account_id, p1.credit_account_id, p2.debit_account_id, p2.credit_account_id}
-        if len(account_ids) != 4 or not (0 < first_id < EXPIRY_ID_BIT and 0 < second_id < EXPIRY_ID_BIT):
-            return self._resolve_generally(first_id, first_pending, second_id, second_pending, flag)
-        mask = self._mask
-        first_stripe, second_stripe = (first_id ^ first_id >> 12) & mask, (second_id ^ second_id >> 12) & mask
-        held = sorted({first_stripe, second_stripe, *((a ^ a >> 12) & mask for a in account_ids)})
-        locks, shards = self._locks, self._shards
-        now = self._clock()
-        for stripe in held:
-            locks[stripe].acquire()
-        try:
-            created = self._apply_resolution_pair(first_id, records[0], second_id, records[1], flag, now,
-                                                  shards[first_stripe], shards[second_stripe])
-        finally:
-            for stripe in reversed(held):
-                locks[stripe].release()
+        case runs in one pass under the locks, in C; anything else takes the general path."""
+        created = self._pair.resolve_pair(first_id, first_pending, second_id, second_pending, post, self._clock())
         if created is None:
-            return self._resolve_generally(first_id, first_pending, second_id, second_pending, flag)
+            return self._resolve_generally(first_id, first_pending, second_id, second_pending,
+                                           POST if post else VOID)
         self._remember([first_pending, first_id, second_pending, second_id])
         return [T.CREATED, T.CREATED], created
-
-    def _apply_resolution_pair(self, first_id: int, record1: _Stored, second_id: int, record2: _Stored,
-                               flag: int, now: int, first_table: dict, second_table: dict) -> list[Transfer] | None:
-        """Under the locks: resolve both pending transfers, or nothing and None."""
-        if first_id in first_table or second_id in second_table or first_id in self._failed \
-                or second_id in self._failed:
-            return None
-        for record in (record1, record2):
-            if record.state != OPEN or (record.expires_at and now >= record.expires_at) \
-                    or not record.transfer.flags & PENDING:
-                return None
-        created = []
-        for resolution_id, record, flags, table in ((first_id, record1, flag | LINKED, first_table),
-                                                    (second_id, record2, flag, second_table)):
-            p = record.transfer
-            dr, cr = self._accounts[p.debit_account_id], self._accounts[p.credit_account_id]
-            if flag == POST and (dr.debits_posted + p.amount > U128_MAX or cr.credits_posted + p.amount > U128_MAX):
-                return None  # checked for both legs before either changes
-            created.append((resolution_id, record, p, dr, cr, flags, table))
-        resolutions = []
-        for resolution_id, record, p, dr, cr, flags, table in created:
-            resolution = Transfer(resolution_id, p.debit_account_id, p.credit_account_id, p.amount, p.id,
-                                  p.user_data_128, p.user_data_64, p.user_data_32, 0, p.ledger, p.code, flags, now)
-            dr.debits_pending -= p.amount
-            cr.credits_pending -= p.amount
-            if flag == POST:
-                dr.debits_posted += p.amount
-                cr.credits_posted += p.amount
-            record.state = POSTED if flag == POST else VOIDED
-            if record.expires_at:
-                self._wheel_remove(p.debit_account_id, record.expires_at, p.id)
-            table[resolution_id] = _Stored(resolution, 0, 0)
-            resolutions.append(resolution)
-        return resolutions
 
     def _resolve_generally(self, first_id: int, first_pending: int, second_id: int, second_pending: int,
                            flag: int) -> tuple[list[T], list[Transfer]]:
@@ -743,28 +639,6 @@ class LedgerState:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _plain_pending(t: Transfer, flags: int) -> bool:
-    """A pending transfer whose fields the general checks would all pass (accounts,
-    ledgers and limits are checked under the locks)."""
-    return (t.flags == flags and t.timestamp == 0 and t.pending_id == 0 and t.code != 0 and t.ledger != 0
-            and 0 < t.id < U128_MAX and 0 < t.debit_account_id < U128_MAX and 0 < t.credit_account_id < U128_MAX
-            and 0 <= t.amount and 0 <= t.timeout)
-
-
-def _pending_fits(t: Transfer, dr: Account, cr: Account) -> bool:
-    """Same ledger everywhere, no overflow, and neither balance flag crossed."""
-    amount = t.amount
-    if dr.ledger != t.ledger or cr.ledger != t.ledger:
-        return False
-    if _check_overflows(dr, cr, amount, PENDING) is not None:
-        return False
-    if dr.flags & DEBITS_MUST_NOT_EXCEED_CREDITS and dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
-        return False
-    if cr.flags & CREDITS_MUST_NOT_EXCEED_DEBITS and cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
-        return False
-    return True
-
 
 def _check_overflows(dr: Account, cr: Account, amount: int, pending: int) -> T | None:
     if pending:

@@ -122,3 +122,37 @@ def test_the_fast_path_is_taken_for_a_plain_packet():
     assert [r.name for r in results] == ["CREATED", "CREATED"]
     assert [(t.amount, t.flags) for t in created] == [(5, POST | LINKED), (5, POST)]
     assert balances(state)[0] == (1, 0, 5, 0, 10_000)
+
+
+def test_plain_packets_never_reach_the_general_path(monkeypatch):
+    """Reserve, post, reserve, void and an expiry of plain packets, with the general path
+    made to fail: every step is answered by the C fast path (and the timeout wheel it
+    fills is the one `expire_pending` sweeps)."""
+    clock = Clock()
+    state = new_state(clock, 10_000)
+
+    def general_path(_transfers):
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(state, "create_transfers_detailed", general_path)
+    for n, resolve in ((1, True), (2, False), (3, None)):
+        first, second = pending_ids(n)
+        results, _ = state.create_pending_pair(
+            Transfer(first, 1, 2, 5, 0, 0, 0, 0, 30, 1, 1, PENDING | LINKED),
+            Transfer(second, 3, 4, 7, 0, 0, 0, 0, 30, 1, 1, PENDING))
+        assert [r.name for r in results] == ["CREATED", "CREATED"]
+        if resolve is not None:
+            results, created = state.resolve_pair(n << 8 | 9, first, n << 8 | 10, second, resolve)
+            assert [r.name for r in results] == ["CREATED", "CREATED"]
+            flag = POST if resolve else VOID
+            assert [(t.pending_id, t.amount, t.flags) for t in created] == [(first, 5, flag | LINKED),
+                                                                            (second, 7, flag)]
+    assert state.pending_count() == 2  # packet 3's legs
+    assert balances(state)[:4] == [(1, 5, 5, 0, 10_000), (2, 0, 10_000, 5, 5),
+                                   (3, 7, 7, 0, 10_000), (4, 0, 10_000, 7, 7)]
+    clock.now += 31 * NS
+    expired = state.expire_pending()
+    assert sorted(v.pending_id for v in expired) == list(pending_ids(3))
+    assert state.pending_count() == 0
+    assert balances(state)[:4] == [(1, 0, 5, 0, 10_000), (2, 0, 10_000, 0, 5),
+                                   (3, 0, 7, 0, 10_000), (4, 0, 10_000, 0, 7)]

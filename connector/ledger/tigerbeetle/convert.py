@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._fastpath import pack_transfers  # noqa: F401 - (C) the structs back to back
 from ..model import (
     Account,
     CreateAccountStatus,
     CreateTransferStatus,
     Transfer,
     pack_account,
-    pack_transfer,
 )
 
 _TRANSFER_STATUS = {int(s): s for s in CreateTransferStatus}
 _ACCOUNT_STATUS = {int(s): s for s in CreateAccountStatus}
-
-
-def pack_transfers(transfers: Iterable[Transfer]) -> bytes:
-    return b"".join(map(pack_transfer, transfers))
 
 
 def pack_accounts(accounts: Iterable[Account]) -> bytes:

@@ -1,0 +1,1013 @@
+/* The embedded ledger's packet fast path in C.
+ *
+ * `LedgerState` (state.py) keeps its accounts, transfers and timeout wheels in Python
+ * containers guarded by striped locks.  The packet books call two operations per packet —
+ * reserve both legs (`create_pending_pair`), then post or void both (`resolve_pair`) —
+ * and in Python each is a few hundred bytecodes of checks on 128-bit ints.  `PairEngine`
+ * runs the common case of both in C on the same containers, under the same locks, with
+ * the same rules; whenever anything is unusual (a retry, a limit crossed, a field that is
+ * not plain, a value that does not fit its TigerBeetle width) it changes nothing and
+ * answers "not here", and state.py takes its general path, which is the reference
+ * (tests/ledger/test_ledger_fast_path.py compares the two on random sequences).
+ *
+ * Thread safety (free-threaded CPython): the containers are only read with the
+ * lock-free dict look-ups (`PyDict_GetItemRef`, `PyDict_Contains`) and written with
+ * `PyDict_SetItem`, which takes the dict's own critical section; accounts and stored
+ * transfers are only changed while the stripe locks of their ids are held, exactly as
+ * in state.py.  A `Stored` record's state is read and written with relaxed atomics,
+ * because a resolving thread peeks at it before taking the locks (and checks it again
+ * under them).
+ *
+ * Also here: `pack_transfer` / `pack_transfers`, TigerBeetle's 128-byte transfer struct
+ * from any object with a transfer's attributes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef unsigned __int128 u128;
+
+#define U128_MAX (~(u128)0)
+#define NS_PER_S 1000000000ULL
+#define EXPIRY_ID_BIT ((u128)1 << 127)
+
+/* Transfer flags, account flags and pending states as in state.py. */
+enum { LINKED = 1, PENDING = 1 << 1, POST = 1 << 2, VOID = 1 << 3 };
+enum { DEBITS_MUST_NOT_EXCEED_CREDITS = 1 << 1, CREDITS_MUST_NOT_EXCEED_DEBITS = 1 << 2 };
+enum { OPEN = 1, POSTED = 2, VOIDED = 3 };
+
+/* A pair touches two transfer ids and four accounts: at most six stripes. */
+#define MAX_HELD 6
+
+/* ------------------------------------------------------------------ interned names */
+
+enum {
+    N_ID, N_DEBIT, N_CREDIT, N_AMOUNT, N_PENDING_ID, N_UD128, N_UD64, N_UD32, N_TIMEOUT,
+    N_LEDGER, N_CODE, N_FLAGS, N_TIMESTAMP,  /* the 13 transfer fields, in order */
+    N_DEBITS_PENDING, N_DEBITS_POSTED, N_CREDITS_PENDING, N_CREDITS_POSTED,
+    N_ACQUIRE, N_RELEASE, N_COUNT
+};
+#define TRANSFER_FIELDS 13
+static const char *const NAME_TEXT[N_COUNT] = {
+    "id", "debit_account_id", "credit_account_id", "amount", "pending_id", "user_data_128",
+    "user_data_64", "user_data_32", "timeout", "ledger", "code", "flags", "timestamp",
+    "debits_pending", "debits_posted", "credits_pending", "credits_posted",
+    "acquire", "release",
+};
+static PyObject *names[N_COUNT];
+
+/* ------------------------------------------------------------------ ints */
+
+/* 0 and the value when `v` is an int in [0, 2**128); 1 when it is not (no error set). */
+static int
+as_u128(PyObject *v, u128 *out)
+{
+    if (!PyLong_Check(v)) return 1;
+    unsigned char buf[16];
+    Py_ssize_t need = PyLong_AsNativeBytes(v, buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN
+                                           | Py_ASNATIVEBYTES_UNSIGNED_BUFFER
+                                           | Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    if (need < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    if (need > 16) return 1;
+    uint64_t lo, hi;
+    memcpy(&lo, buf, 8);
+    memcpy(&hi, buf + 8, 8);
+    *out = (u128)hi << 64 | lo;
+    return 0;
+}
+
+static PyObject *
+from_u128(u128 v)
+{
+    if (v >> 64 == 0) return PyLong_FromUnsignedLongLong((unsigned long long)v);
+    unsigned char buf[16];
+    uint64_t lo = (uint64_t)v, hi = (uint64_t)(v >> 64);
+    memcpy(buf, &lo, 8);
+    memcpy(buf + 8, &hi, 8);
+    return PyLong_FromUnsignedNativeBytes(buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+}
+
+/* Read attribute `name` of `obj` as a u128: 0 done, 1 not a plain value, -1 error. */
+static int
+attr_u128(PyObject *obj, int name, u128 *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, names[name]);
+    if (v == NULL) return -1;
+    int rc = as_u128(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int
+set_attr_u128(PyObject *obj, int name, u128 value)
+{
+    PyObject *v = from_u128(value);
+    if (v == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, names[name], v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* `a + b + c > U128_MAX`, without overflowing. */
+static inline int
+sum_exceeds(u128 a, u128 b, u128 c)
+{
+    u128 s;
+    if (__builtin_add_overflow(a, b, &s)) return 1;
+    return __builtin_add_overflow(s, c, &s);
+}
+
+static inline uint64_t
+stripe_of(u128 id, uint64_t mask)
+{
+    return (uint64_t)(id ^ id >> 12) & mask;
+}
+
+/* ------------------------------------------------------------------ Stored */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *transfer;
+    int state;
+    uint64_t expires_at;
+} StoredObject;
+
+static PyTypeObject StoredType;
+
+static PyObject *
+stored_new_record(PyObject *transfer, int state, uint64_t expires_at)
+{
+    StoredObject *self = PyObject_New(StoredObject, &StoredType);
+    if (self == NULL) return NULL;
+    self->transfer = Py_NewRef(transfer);
+    self->state = state;
+    self->expires_at = expires_at;
+    return (PyObject *)self;
+}
+
+static PyObject *
+Stored_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"transfer", "state", "expires_at", NULL};
+    PyObject *transfer;
+    int state;
+    unsigned long long expires_at;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiK", keywords, &transfer, &state, &expires_at))
+        return NULL;
+    return stored_new_record(transfer, state, expires_at);
+}
+
+static void
+Stored_dealloc(StoredObject *self)
+{
+    Py_XDECREF(self->transfer);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Stored_get_transfer(StoredObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->transfer);
+}
+
+static PyObject *
+Stored_get_state(StoredObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(__atomic_load_n(&self->state, __ATOMIC_RELAXED));
+}
+
+static int
+Stored_set_state(StoredObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "state cannot be deleted");
+        return -1;
+    }
+    int state = PyLong_AsInt(value);
+    if (state == -1 && PyErr_Occurred()) return -1;
+    __atomic_store_n(&self->state, state, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static PyObject *
+Stored_get_expires_at(StoredObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->expires_at);
+}
+
+static PyGetSetDef Stored_getset[] = {
+    {"transfer", (getter)Stored_get_transfer, NULL, "the transfer as stored", NULL},
+    {"state", (getter)Stored_get_state, (setter)Stored_set_state, "OPEN, POSTED, VOIDED, EXPIRED, or 0", NULL},
+    {"expires_at", (getter)Stored_get_expires_at, NULL, "ns since the epoch; 0 never", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StoredType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "connector.ledger._fastpath.Stored",
+    .tp_doc = "Stored(transfer, state, expires_at): a created transfer, and what a pending one needs to resolve once.",
+    .tp_basicsize = sizeof(StoredObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Stored_new,
+    .tp_dealloc = (destructor)Stored_dealloc,
+    .tp_getset = Stored_getset,
+};
+
+/* ------------------------------------------------------------------ transfers */
+
+/* A transfer's fields as read once, plus the objects to reuse when copying them. */
+typedef struct {
+    PyObject *obj;
+    u128 id, debit, credit, amount, pending_id, timeout, ledger, code, flags, timestamp;
+} TransferView;
+
+/* 0 read, 1 not plain (some field is not an int in range), -1 error. */
+static int
+read_transfer(PyObject *t, TransferView *v)
+{
+    static const int wanted[] = {N_ID, N_DEBIT, N_CREDIT, N_AMOUNT, N_PENDING_ID, N_TIMEOUT,
+                                 N_LEDGER, N_CODE, N_FLAGS, N_TIMESTAMP};
+    u128 *slots[] = {&v->id, &v->debit, &v->credit, &v->amount, &v->pending_id, &v->timeout,
+                     &v->ledger, &v->code, &v->flags, &v->timestamp};
+    v->obj = t;
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+        int rc = attr_u128(t, wanted[i], slots[i]);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* state.py's `_plain_pending`. */
+static int
+plain_pending(const TransferView *t, u128 flags)
+{
+    return t->flags == flags && t->timestamp == 0 && t->pending_id == 0 && t->code != 0 && t->ledger != 0
+        && t->id != 0 && t->id != U128_MAX && t->debit != 0 && t->debit != U128_MAX
+        && t->credit != 0 && t->credit != U128_MAX;
+}
+
+/* ------------------------------------------------------------------ accounts */
+
+typedef struct {
+    PyObject *obj;
+    u128 debits_pending, debits_posted, credits_pending, credits_posted, ledger, flags;
+} AccountView;
+
+static int
+read_account(PyObject *a, AccountView *v)
+{
+    static const int wanted[] = {N_DEBITS_PENDING, N_DEBITS_POSTED, N_CREDITS_PENDING, N_CREDITS_POSTED,
+                                 N_LEDGER, N_FLAGS};
+    u128 *slots[] = {&v->debits_pending, &v->debits_posted, &v->credits_pending, &v->credits_posted,
+                     &v->ledger, &v->flags};
+    v->obj = a;
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+        int rc = attr_u128(a, wanted[i], slots[i]);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* state.py's `_pending_fits`: same ledger, no overflow, neither balance flag crossed. */
+static int
+pending_fits(const TransferView *t, const AccountView *dr, const AccountView *cr)
+{
+    u128 amount = t->amount, s;
+    if (dr->ledger != t->ledger || cr->ledger != t->ledger) return 0;
+    if (__builtin_add_overflow(dr->debits_pending, amount, &s)) return 0;
+    if (__builtin_add_overflow(cr->credits_pending, amount, &s)) return 0;
+    if (__builtin_add_overflow(dr->debits_posted, amount, &s)) return 0;
+    if (__builtin_add_overflow(cr->credits_posted, amount, &s)) return 0;
+    if (sum_exceeds(dr->debits_pending, dr->debits_posted, amount)) return 0;
+    if (sum_exceeds(cr->credits_pending, cr->credits_posted, amount)) return 0;
+    /* No overflow past here: the sums fit. */
+    if (dr->flags & DEBITS_MUST_NOT_EXCEED_CREDITS
+            && dr->debits_pending + dr->debits_posted + amount > dr->credits_posted) return 0;
+    if (cr->flags & CREDITS_MUST_NOT_EXCEED_DEBITS
+            && cr->credits_pending + cr->credits_posted + amount > cr->debits_posted) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ PairEngine */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *acquire;   /* tuple: each stripe lock's bound `acquire` */
+    PyObject *release;   /* tuple: each stripe lock's bound `release` */
+    PyObject *accounts;  /* dict: account id -> Account */
+    PyObject *shards;    /* tuple of dicts: transfer id -> Stored, one per stripe */
+    PyObject *failed;    /* dict: transiently failed transfer id -> status */
+    PyObject *wheels;    /* tuple of dicts: expiry second -> set of pending ids, per stripe */
+    PyTypeObject *transfer_type;
+    Py_ssize_t offsets[TRANSFER_FIELDS];  /* the transfer class's slot offsets */
+    uint64_t mask;
+} EngineObject;
+
+typedef struct {
+    uint64_t stripes[MAX_HELD];
+    int count;
+} HeldSet;
+
+static void
+held_add(HeldSet *h, uint64_t stripe)
+{
+    for (int i = 0; i < h->count; i++) {
+        if (h->stripes[i] == stripe) return;
+    }
+    int i = h->count++;
+    while (i > 0 && h->stripes[i - 1] > stripe) {  /* keep ascending: one lock order */
+        h->stripes[i] = h->stripes[i - 1];
+        i--;
+    }
+    h->stripes[i] = stripe;
+}
+
+static int
+call_lock(EngineObject *self, uint64_t stripe, int name)
+{
+    PyObject *methods = name == N_ACQUIRE ? self->acquire : self->release;
+    PyObject *r = PyObject_CallNoArgs(PyTuple_GET_ITEM(methods, (Py_ssize_t)stripe));
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+hold(EngineObject *self, const HeldSet *h)
+{
+    for (int i = 0; i < h->count; i++) {
+        if (call_lock(self, h->stripes[i], N_ACQUIRE) < 0) {
+            while (--i >= 0) {
+                PyObject *exc = PyErr_GetRaisedException();
+                call_lock(self, h->stripes[i], N_RELEASE);
+                PyErr_SetRaisedException(exc);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+let_go(EngineObject *self, const HeldSet *h)
+{
+    int rc = 0;
+    for (int i = h->count - 1; i >= 0; i--) {
+        PyObject *exc = PyErr_GetRaisedException();
+        if (call_lock(self, h->stripes[i], N_RELEASE) < 0) rc = -1;
+        if (exc != NULL) {  /* the first error wins */
+            if (rc < 0) PyErr_Clear();
+            PyErr_SetRaisedException(exc);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static PyObject *
+shard(EngineObject *self, u128 id)
+{
+    return PyTuple_GET_ITEM(self->shards, (Py_ssize_t)stripe_of(id, self->mask));
+}
+
+/* A new transfer object with these 13 field values (references stolen), built by
+ * filling its slots: nothing else can see it yet. */
+static PyObject *
+new_transfer(EngineObject *self, PyObject *values[TRANSFER_FIELDS])
+{
+    PyObject *t = self->transfer_type->tp_alloc(self->transfer_type, 0);
+    if (t == NULL) {
+        for (int i = 0; i < TRANSFER_FIELDS; i++) Py_DECREF(values[i]);
+        return NULL;
+    }
+    for (int i = 0; i < TRANSFER_FIELDS; i++) {
+        *(PyObject **)((char *)t + self->offsets[i]) = values[i];
+    }
+    return t;
+}
+
+static int
+wheel_add(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObject *pending_id)
+{
+    PyObject *wheel = PyTuple_GET_ITEM(self->wheels, (Py_ssize_t)stripe_of(debit_account_id, self->mask));
+    PyObject *second = PyLong_FromUnsignedLongLong(expires_at / NS_PER_S);
+    if (second == NULL) return -1;
+    PyObject *bucket;
+    int rc = PyDict_GetItemRef(wheel, second, &bucket);
+    if (rc == 0) {
+        bucket = PySet_New(NULL);
+        if (bucket == NULL || PyDict_SetItem(wheel, second, bucket) < 0) rc = -1;
+    }
+    Py_DECREF(second);
+    if (rc < 0) {
+        Py_XDECREF(bucket);
+        return -1;
+    }
+    rc = PySet_Add(bucket, pending_id);
+    Py_DECREF(bucket);
+    return rc;
+}
+
+static int
+wheel_remove(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObject *pending_id)
+{
+    PyObject *wheel = PyTuple_GET_ITEM(self->wheels, (Py_ssize_t)stripe_of(debit_account_id, self->mask));
+    PyObject *second = PyLong_FromUnsignedLongLong(expires_at / NS_PER_S);
+    if (second == NULL) return -1;
+    PyObject *bucket;
+    int rc = PyDict_GetItemRef(wheel, second, &bucket);
+    if (rc > 0) {
+        rc = PySet_Discard(bucket, pending_id);
+        if (rc >= 0 && PySet_GET_SIZE(bucket) == 0) rc = PyDict_DelItem(wheel, second);
+        Py_DECREF(bucket);
+    }
+    Py_DECREF(second);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Any of these ids already stored or burned?  1 yes, 0 no, -1 error. */
+static int
+ids_taken(EngineObject *self, PyObject *first_table, PyObject *first, PyObject *second_table, PyObject *second)
+{
+    int rc;
+    if ((rc = PyDict_Contains(first_table, first)) != 0) return rc;
+    if ((rc = PyDict_Contains(second_table, second)) != 0) return rc;
+    if ((rc = PyDict_Contains(self->failed, first)) != 0) return rc;
+    return PyDict_Contains(self->failed, second);
+}
+
+/* Look up four accounts (new references; all NULL when one is missing).  1 found,
+ * 0 missing, -1 error. */
+static int
+find_accounts(EngineObject *self, PyObject *const ids[4], PyObject *found[4])
+{
+    for (int i = 0; i < 4; i++) {
+        int rc = PyDict_GetItemRef(self->accounts, ids[i], &found[i]);
+        if (rc <= 0) {
+            for (int j = 0; j < i; j++) Py_CLEAR(found[j]);
+            return rc;
+        }
+    }
+    return 1;
+}
+
+static void
+drop_accounts(PyObject *found[4])
+{
+    for (int i = 0; i < 4; i++) Py_CLEAR(found[i]);
+}
+
+/* ---- create_pending_pair */
+
+/* Under the locks: apply both pending transfers, or nothing.  1 applied, 0 not, -1 error
+ * (after a partial change only if the interpreter ran out of memory). */
+static int
+apply_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uint64_t now)
+{
+    PyObject *id_objs[2] = {NULL, NULL}, *account_ids[4] = {NULL, NULL, NULL, NULL};
+    PyObject *accounts[4] = {NULL, NULL, NULL, NULL};
+    PyObject *tables[2] = {shard(self, t[0].id), shard(self, t[1].id)};
+    int result = -1;
+    for (int i = 0; i < 2; i++) {
+        if ((id_objs[i] = PyObject_GetAttr(t[i].obj, names[N_ID])) == NULL) goto done;
+        if ((account_ids[2 * i] = PyObject_GetAttr(t[i].obj, names[N_DEBIT])) == NULL) goto done;
+        if ((account_ids[2 * i + 1] = PyObject_GetAttr(t[i].obj, names[N_CREDIT])) == NULL) goto done;
+    }
+    int rc = ids_taken(self, tables[0], id_objs[0], tables[1], id_objs[1]);
+    if (rc != 0) {
+        result = rc < 0 ? -1 : 0;
+        goto done;
+    }
+    rc = find_accounts(self, account_ids, accounts);
+    if (rc <= 0) {
+        result = rc;
+        goto done;
+    }
+    AccountView views[4];
+    for (int i = 0; i < 4; i++) {
+        rc = read_account(accounts[i], &views[i]);
+        if (rc != 0) {
+            result = rc < 0 ? -1 : 0;
+            goto done;
+        }
+    }
+    uint64_t expires[2];
+    for (int i = 0; i < 2; i++) {
+        if (!pending_fits(&t[i], &views[2 * i], &views[2 * i + 1])) {
+            result = 0;
+            goto done;
+        }
+        u128 at = t[i].timeout ? (u128)now + t[i].timeout * NS_PER_S : 0;
+        if (t[i].timeout > UINT64_MAX || at > UINT64_MAX) {
+            result = 0;
+            goto done;
+        }
+        expires[i] = (uint64_t)at;
+    }
+    for (int i = 0; i < 2; i++) {
+        AccountView *dr = &views[2 * i], *cr = &views[2 * i + 1];
+        if (PyObject_SetAttr(t[i].obj, names[N_TIMESTAMP], now_obj) < 0) goto done;
+        if (set_attr_u128(dr->obj, N_DEBITS_PENDING, dr->debits_pending + t[i].amount) < 0) goto done;
+        if (set_attr_u128(cr->obj, N_CREDITS_PENDING, cr->credits_pending + t[i].amount) < 0) goto done;
+        PyObject *record = stored_new_record(t[i].obj, OPEN, expires[i]);
+        if (record == NULL) goto done;
+        rc = PyDict_SetItem(tables[i], id_objs[i], record);
+        Py_DECREF(record);
+        if (rc < 0) goto done;
+        if (expires[i] && wheel_add(self, t[i].debit, expires[i], id_objs[i]) < 0) goto done;
+    }
+    result = 1;
+done:
+    for (int i = 0; i < 2; i++) Py_XDECREF(id_objs[i]);
+    for (int i = 0; i < 4; i++) Py_XDECREF(account_ids[i]);
+    drop_accounts(accounts);
+    return result;
+}
+
+static PyObject *
+Engine_create_pending_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "create_pending_pair(first, second, now)");
+        return NULL;
+    }
+    TransferView t[2];
+    u128 now128;
+    int rc;
+    if ((rc = as_u128(args[2], &now128)) != 0 || now128 > UINT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        rc = read_transfer(args[i], &t[i]);
+        if (rc < 0) return NULL;
+        if (rc > 0) Py_RETURN_FALSE;
+    }
+    if (!plain_pending(&t[0], LINKED | PENDING) || !plain_pending(&t[1], PENDING) || t[0].id == t[1].id)
+        Py_RETURN_FALSE;
+    u128 accounts[4] = {t[0].debit, t[0].credit, t[1].debit, t[1].credit};
+    for (int i = 0; i < 4; i++) {
+        for (int j = i + 1; j < 4; j++) {
+            if (accounts[i] == accounts[j]) Py_RETURN_FALSE;
+        }
+    }
+    HeldSet held = {.count = 0};
+    held_add(&held, stripe_of(t[0].id, self->mask));
+    held_add(&held, stripe_of(t[1].id, self->mask));
+    for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
+    if (hold(self, &held) < 0) return NULL;
+    int applied = apply_pending_pair(self, t, args[2], (uint64_t)now128);
+    if (let_go(self, &held) < 0 || applied < 0) return NULL;
+    return PyBool_FromLong(applied);
+}
+
+/* ---- resolve_pair */
+
+typedef struct {
+    StoredObject *record;
+    PyObject *pending;  /* record->transfer */
+    PyObject *debit_id, *credit_id;
+    AccountView dr, cr;
+    u128 amount, debit;
+} Resolving;
+
+static int
+read_resolving(StoredObject *record, Resolving *r)
+{
+    r->record = record;
+    r->pending = record->transfer;
+    int rc = attr_u128(r->pending, N_AMOUNT, &r->amount);
+    if (rc != 0) return rc;
+    u128 flags;
+    if ((rc = attr_u128(r->pending, N_FLAGS, &flags)) != 0) return rc;
+    if (!(flags & PENDING)) return 1;
+    return attr_u128(r->pending, N_DEBIT, &r->debit);
+}
+
+/* Under the locks: post or void both pending transfers, or nothing.  The created
+ * resolutions in `out` and 1; 0 not here; -1 error. */
+static int
+apply_resolution_pair(EngineObject *self, PyObject *const ids[2], Resolving r[2], int flag,
+                      PyObject *now_obj, uint64_t now, PyObject *out[2])
+{
+    u128 id128[2];
+    for (int i = 0; i < 2; i++) {
+        if (as_u128(ids[i], &id128[i]) != 0) return 0;
+    }
+    PyObject *tables[2] = {shard(self, id128[0]), shard(self, id128[1])};
+    int rc = ids_taken(self, tables[0], ids[0], tables[1], ids[1]);
+    if (rc != 0) return rc < 0 ? -1 : 0;
+    for (int i = 0; i < 2; i++) {
+        StoredObject *record = r[i].record;
+        int state = __atomic_load_n(&record->state, __ATOMIC_RELAXED);
+        if (state != OPEN || (record->expires_at && now >= record->expires_at)) return 0;
+    }
+    PyObject *account_ids[4] = {r[0].debit_id, r[0].credit_id, r[1].debit_id, r[1].credit_id};
+    PyObject *accounts[4];
+    rc = find_accounts(self, account_ids, accounts);
+    if (rc <= 0) return rc;  /* (the general path reports what is missing) */
+    int result = -1;
+    for (int i = 0; i < 2; i++) {
+        if ((rc = read_account(accounts[2 * i], &r[i].dr)) != 0
+                || (rc = read_account(accounts[2 * i + 1], &r[i].cr)) != 0) {
+            result = rc < 0 ? -1 : 0;
+            goto done;
+        }
+        u128 s;
+        if (flag == POST && (__builtin_add_overflow(r[i].dr.debits_posted, r[i].amount, &s)
+                             || __builtin_add_overflow(r[i].cr.credits_posted, r[i].amount, &s))) {
+            result = 0;  /* checked for both legs before either changes */
+            goto done;
+        }
+        /* The pending amounts are in the accounts' pending sums. */
+        if (r[i].dr.debits_pending < r[i].amount || r[i].cr.credits_pending < r[i].amount) {
+            result = 0;
+            goto done;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        Resolving *leg = &r[i];
+        PyObject *p = leg->pending;
+        PyObject *values[TRANSFER_FIELDS];
+        static const int copied[] = {N_DEBIT, N_CREDIT, N_AMOUNT, N_ID, N_UD128, N_UD64, N_UD32,
+                                     N_LEDGER, N_CODE};
+        static const int into[] = {N_DEBIT, N_CREDIT, N_AMOUNT, N_PENDING_ID, N_UD128, N_UD64, N_UD32,
+                                   N_LEDGER, N_CODE};
+        for (int k = 0; k < TRANSFER_FIELDS; k++) values[k] = NULL;
+        values[N_ID] = Py_NewRef(ids[i]);
+        values[N_TIMEOUT] = PyLong_FromLong(0);
+        values[N_FLAGS] = PyLong_FromLong(i == 0 ? flag | LINKED : flag);
+        values[N_TIMESTAMP] = Py_NewRef(now_obj);
+        int ok = values[N_TIMEOUT] != NULL && values[N_FLAGS] != NULL;
+        for (size_t k = 0; ok && k < sizeof(copied) / sizeof(copied[0]); k++) {
+            ok = (values[into[k]] = PyObject_GetAttr(p, names[copied[k]])) != NULL;
+        }
+        if (!ok) {
+            for (int k = 0; k < TRANSFER_FIELDS; k++) Py_XDECREF(values[k]);
+            goto done;
+        }
+        PyObject *resolution = new_transfer(self, values);
+        if (resolution == NULL) goto done;
+        out[i] = resolution;
+        if (set_attr_u128(leg->dr.obj, N_DEBITS_PENDING, leg->dr.debits_pending - leg->amount) < 0) goto done;
+        if (set_attr_u128(leg->cr.obj, N_CREDITS_PENDING, leg->cr.credits_pending - leg->amount) < 0) goto done;
+        if (flag == POST) {
+            if (set_attr_u128(leg->dr.obj, N_DEBITS_POSTED, leg->dr.debits_posted + leg->amount) < 0) goto done;
+            if (set_attr_u128(leg->cr.obj, N_CREDITS_POSTED, leg->cr.credits_posted + leg->amount) < 0) goto done;
+        }
+        __atomic_store_n(&leg->record->state, flag == POST ? POSTED : VOIDED, __ATOMIC_RELAXED);
+        if (leg->record->expires_at) {
+            PyObject *pending_id = PyObject_GetAttr(p, names[N_ID]);
+            if (pending_id == NULL) goto done;
+            rc = wheel_remove(self, leg->debit, leg->record->expires_at, pending_id);
+            Py_DECREF(pending_id);
+            if (rc < 0) goto done;
+        }
+        PyObject *record = stored_new_record(resolution, 0, 0);
+        if (record == NULL) goto done;
+        rc = PyDict_SetItem(tables[i], ids[i], record);
+        Py_DECREF(record);
+        if (rc < 0) goto done;
+    }
+    result = 1;
+done:
+    drop_accounts(accounts);
+    return result;
+}
+
+static PyObject *
+Engine_resolve_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "resolve_pair(first_id, first_pending, second_id, second_pending, post, now)");
+        return NULL;
+    }
+    PyObject *ids[2] = {args[0], args[2]}, *pendings[2] = {args[1], args[3]};
+    int post = PyObject_IsTrue(args[4]);
+    if (post < 0) return NULL;
+    u128 now128, id128[2], pending128[2];
+    if (as_u128(args[5], &now128) != 0 || now128 > UINT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (as_u128(ids[i], &id128[i]) != 0 || as_u128(pendings[i], &pending128[i]) != 0) Py_RETURN_NONE;
+        if (id128[i] == 0 || id128[i] >= EXPIRY_ID_BIT) Py_RETURN_NONE;
+    }
+    if (id128[0] == id128[1]) Py_RETURN_NONE;
+    Resolving r[2];
+    PyObject *records[2] = {NULL, NULL};
+    PyObject *result = NULL;
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < 2; i++) {
+        int rc = PyDict_GetItemRef(shard(self, pending128[i]), pendings[i], &records[i]);
+        if (rc < 0) goto done;
+        if (rc == 0 || !Py_IS_TYPE(records[i], &StoredType)) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        rc = read_resolving((StoredObject *)records[i], &r[i]);
+        if (rc < 0) goto done;
+        if (rc > 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        r[i].debit_id = PyObject_GetAttr(r[i].pending, names[N_DEBIT]);
+        if (r[i].debit_id == NULL) goto done;
+        r[i].credit_id = PyObject_GetAttr(r[i].pending, names[N_CREDIT]);
+        if (r[i].credit_id == NULL) goto done;
+    }
+    u128 accounts[4];
+    for (int i = 0; i < 2; i++) {
+        accounts[2 * i] = r[i].debit;
+        if (as_u128(r[i].credit_id, &accounts[2 * i + 1]) != 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        for (int j = i + 1; j < 4; j++) {
+            if (accounts[i] == accounts[j]) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+        }
+    }
+    HeldSet held = {.count = 0};
+    held_add(&held, stripe_of(id128[0], self->mask));
+    held_add(&held, stripe_of(id128[1], self->mask));
+    for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
+    if (hold(self, &held) < 0) goto done;
+    PyObject *created[2] = {NULL, NULL};
+    int applied = apply_resolution_pair(self, ids, r, post ? POST : VOID, args[5], (uint64_t)now128, created);
+    int released = let_go(self, &held);
+    if (applied > 0 && released == 0) {
+        result = PyList_New(2);
+        if (result != NULL) {
+            PyList_SET_ITEM(result, 0, created[0]);
+            PyList_SET_ITEM(result, 1, created[1]);
+            created[0] = created[1] = NULL;
+        }
+    } else if (applied == 0 && released == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(created[0]);
+    Py_XDECREF(created[1]);
+done:
+    for (int i = 0; i < 2; i++) {
+        Py_XDECREF(records[i]);
+        Py_XDECREF(r[i].debit_id);
+        Py_XDECREF(r[i].credit_id);
+    }
+    return result;
+}
+
+/* ---- construction */
+
+static int
+transfer_offsets(PyTypeObject *type, Py_ssize_t offsets[TRANSFER_FIELDS])
+{
+    for (int i = 0; i < TRANSFER_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttr((PyObject *)type, names[i]);
+        if (descr == NULL) return -1;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                 && ((PyMemberDescrObject *)descr)->d_member->type == Py_T_OBJECT_EX;
+        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%U must be a __slots__ field", type->tp_name, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"locks", "accounts", "shards", "failed", "wheels", "transfer_type", NULL};
+    PyObject *locks, *accounts, *shards, *failed, *wheels, *transfer_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!", keywords, &PyTuple_Type, &locks,
+                                     &PyDict_Type, &accounts, &PyTuple_Type, &shards, &PyDict_Type, &failed,
+                                     &PyTuple_Type, &wheels, &PyType_Type, &transfer_type))
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(locks);
+    if (n == 0 || (n & (n - 1)) || PyTuple_GET_SIZE(shards) != n || PyTuple_GET_SIZE(wheels) != n) {
+        PyErr_SetString(PyExc_ValueError, "locks, shards and wheels: one per stripe, a power of two");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyDict_Check(PyTuple_GET_ITEM(shards, i)) || !PyDict_Check(PyTuple_GET_ITEM(wheels, i))) {
+            PyErr_SetString(PyExc_TypeError, "shards and wheels must hold dicts");
+            return -1;
+        }
+    }
+    if (transfer_offsets((PyTypeObject *)transfer_type, self->offsets) < 0) return -1;
+    PyObject *acquire = PyTuple_New(n), *release = PyTuple_New(n);
+    if (acquire == NULL || release == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lock = PyTuple_GET_ITEM(locks, i), *a, *r;
+        if ((a = PyObject_GetAttr(lock, names[N_ACQUIRE])) == NULL) goto fail;
+        PyTuple_SET_ITEM(acquire, i, a);
+        if ((r = PyObject_GetAttr(lock, names[N_RELEASE])) == NULL) goto fail;
+        PyTuple_SET_ITEM(release, i, r);
+    }
+    Py_XSETREF(self->acquire, acquire);
+    Py_XSETREF(self->release, release);
+    Py_XSETREF(self->accounts, Py_NewRef(accounts));
+    Py_XSETREF(self->shards, Py_NewRef(shards));
+    Py_XSETREF(self->failed, Py_NewRef(failed));
+    Py_XSETREF(self->wheels, Py_NewRef(wheels));
+    Py_XSETREF(self->transfer_type, (PyTypeObject *)Py_NewRef(transfer_type));
+    self->mask = (uint64_t)n - 1;
+    return 0;
+fail:
+    Py_XDECREF(acquire);
+    Py_XDECREF(release);
+    return -1;
+}
+
+static int
+Engine_traverse(EngineObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->acquire);
+    Py_VISIT(self->release);
+    Py_VISIT(self->accounts);
+    Py_VISIT(self->shards);
+    Py_VISIT(self->failed);
+    Py_VISIT(self->wheels);
+    Py_VISIT(self->transfer_type);
+    return 0;
+}
+
+static int
+Engine_clear(EngineObject *self)
+{
+    Py_CLEAR(self->acquire);
+    Py_CLEAR(self->release);
+    Py_CLEAR(self->accounts);
+    Py_CLEAR(self->shards);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->wheels);
+    Py_CLEAR(self->transfer_type);
+    return 0;
+}
+
+static void
+Engine_dealloc(EngineObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Engine_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+static PyMethodDef Engine_methods[] = {
+    {"create_pending_pair", FASTCALL(Engine_create_pending_pair),
+     "create_pending_pair(first, second, now) -> bool: both reserved (their timestamps set to now), "
+     "or False and nothing changed"},
+    {"resolve_pair", FASTCALL(Engine_resolve_pair),
+     "resolve_pair(first_id, first_pending, second_id, second_pending, post, now) -> [two transfers] "
+     "created, or None and nothing changed"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "connector.ledger._fastpath.PairEngine",
+    .tp_doc = "The packet pair's reserve and resolve on a LedgerState's containers (see the module doc).",
+    .tp_basicsize = sizeof(EngineObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_traverse = (traverseproc)Engine_traverse,
+    .tp_clear = (inquiry)Engine_clear,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+};
+
+/* ------------------------------------------------------------------ packing */
+
+/* TigerBeetle's tb_transfer_t: six u128 (id, debit, credit, amount, pending_id,
+ * user_data_128), user_data_64 u64, user_data_32 u32, timeout u32, ledger u32, code u16,
+ * flags u16, timestamp u64; little-endian, 128 bytes. */
+static int
+pack_into(PyObject *t, unsigned char *out)
+{
+    static const int wide[] = {N_ID, N_DEBIT, N_CREDIT, N_AMOUNT, N_PENDING_ID, N_UD128};
+    static const struct { int name; int size; int offset; } narrow[] = {
+        {N_UD64, 8, 96}, {N_UD32, 4, 104}, {N_TIMEOUT, 4, 108}, {N_LEDGER, 4, 112},
+        {N_CODE, 2, 116}, {N_FLAGS, 2, 118}, {N_TIMESTAMP, 8, 120},
+    };
+    for (int i = 0; i < 6; i++) {
+        u128 v;
+        int rc = attr_u128(t, wide[i], &v);
+        if (rc < 0) return -1;
+        if (rc > 0) {
+            PyErr_Format(PyExc_OverflowError, "transfer field %U is not an int in [0, 2**128)", names[wide[i]]);
+            return -1;
+        }
+        uint64_t lo = (uint64_t)v, hi = (uint64_t)(v >> 64);
+        memcpy(out + 16 * i, &lo, 8);
+        memcpy(out + 16 * i + 8, &hi, 8);
+    }
+    for (size_t i = 0; i < sizeof(narrow) / sizeof(narrow[0]); i++) {
+        u128 v;
+        int rc = attr_u128(t, narrow[i].name, &v);
+        if (rc < 0) return -1;
+        if (rc > 0 || (narrow[i].size < 16 && v >> (8 * narrow[i].size))) {
+            PyErr_Format(PyExc_OverflowError, "transfer field %U does not fit in %d bytes",
+                         names[narrow[i].name], narrow[i].size);
+            return -1;
+        }
+        uint64_t low = (uint64_t)v;
+        memcpy(out + narrow[i].offset, &low, (size_t)narrow[i].size);  /* little-endian host */
+    }
+    return 0;
+}
+
+static PyObject *
+fast_pack_transfer(PyObject *Py_UNUSED(module), PyObject *t)
+{
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 128);
+    if (out == NULL) return NULL;
+    if (pack_into(t, (unsigned char *)PyBytes_AS_STRING(out)) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *
+fast_pack_transfers(PyObject *Py_UNUSED(module), PyObject *transfers)
+{
+    PyObject *seq = PySequence_Fast(transfers, "pack_transfers needs a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 128 * n);
+    if (out != NULL) {
+        unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (pack_into(PySequence_Fast_GET_ITEM(seq, i), buf + 128 * i) < 0) {
+                Py_CLEAR(out);
+                break;
+            }
+        }
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"pack_transfer", (PyCFunction)fast_pack_transfer, METH_O,
+     "pack_transfer(t) -> bytes: TigerBeetle's 128-byte transfer struct"},
+    {"pack_transfers", (PyCFunction)fast_pack_transfers, METH_O,
+     "pack_transfers(seq) -> bytes: the structs back to back"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------ module */
+
+static int
+fastpath_exec(PyObject *module)
+{
+#if PY_LITTLE_ENDIAN != 1
+    PyErr_SetString(PyExc_ImportError, "the ledger fast path packs little-endian structs on a little-endian host");
+    return -1;
+#endif
+    for (int i = 0; i < N_COUNT; i++) {
+        if (names[i] == NULL && (names[i] = PyUnicode_InternFromString(NAME_TEXT[i])) == NULL) return -1;
+    }
+    if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&EngineType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "Stored", (PyObject *)&StoredType) < 0) return -1;
+    return PyModule_AddObjectRef(module, "PairEngine", (PyObject *)&EngineType);
+}
+
+static PyModuleDef_Slot fastpath_slots[] = {
+    {Py_mod_exec, fastpath_exec},
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "connector.ledger._fastpath",
+    .m_doc = "The embedded ledger's packet pair (reserve, post, void) and transfer packing in C.",
+    .m_size = 0,
+    .m_methods = module_methods,
+    .m_slots = fastpath_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    return PyModuleDef_Init(&fastpath_module);
+}
