@@ -38,6 +38,12 @@ enum { LINKED = 1, PENDING = 1 << 1, POST = 1 << 2, VOID = 1 << 3 };
 enum { DEBITS_MUST_NOT_EXCEED_CREDITS = 1 << 1, CREDITS_MUST_NOT_EXCEED_DEBITS = 1 << 2 };
 enum { OPEN = 1, POSTED = 2, VOIDED = 3 };
 
+/* The packet books' transfer ids (books.py's packet_transfer_id). */
+#define PACKET_TAG 1
+#define EPOCH_MASK (((u128)1 << 48) - 1)
+enum { LEG_IN = 0, LEG_OUT = 1 };
+enum { PHASE_PENDING = 1, PHASE_POST = 2, PHASE_VOID = 3 };
+
 /* A pair touches two transfer ids and four accounts: at most six stripes. */
 #define MAX_HELD 6
 
@@ -295,8 +301,16 @@ pending_fits(const TransferView *t, const AccountView *dr, const AccountView *cr
 
 /* ------------------------------------------------------------------ PairEngine */
 
+/* Resolved ids, oldest first: a ring of references that grows as needed. */
+typedef struct {
+    PyMutex mutex;
+    PyObject **items;
+    Py_ssize_t capacity, head, count, limit;
+} Recent;
+
 typedef struct {
     PyObject_HEAD
+    Recent recent;
     PyObject *acquire;   /* tuple: each stripe lock's bound `acquire` */
     PyObject *release;   /* tuple: each stripe lock's bound `release` */
     PyObject *accounts;  /* dict: account id -> Account */
@@ -529,6 +543,28 @@ done:
     return result;
 }
 
+/* The plain checks, the locks, and the pair applied: 1, or 0 and nothing changed, or -1. */
+static int
+try_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uint64_t now)
+{
+    if (!plain_pending(&t[0], LINKED | PENDING) || !plain_pending(&t[1], PENDING) || t[0].id == t[1].id)
+        return 0;
+    u128 accounts[4] = {t[0].debit, t[0].credit, t[1].debit, t[1].credit};
+    for (int i = 0; i < 4; i++) {
+        for (int j = i + 1; j < 4; j++) {
+            if (accounts[i] == accounts[j]) return 0;
+        }
+    }
+    HeldSet held = {.count = 0};
+    held_add(&held, stripe_of(t[0].id, self->mask));
+    held_add(&held, stripe_of(t[1].id, self->mask));
+    for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
+    if (hold(self, &held) < 0) return -1;
+    int applied = apply_pending_pair(self, t, now_obj, now);
+    if (let_go(self, &held) < 0) return -1;
+    return applied;
+}
+
 static PyObject *
 Engine_create_pending_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -548,22 +584,8 @@ Engine_create_pending_pair(EngineObject *self, PyObject *const *args, Py_ssize_t
         if (rc < 0) return NULL;
         if (rc > 0) Py_RETURN_FALSE;
     }
-    if (!plain_pending(&t[0], LINKED | PENDING) || !plain_pending(&t[1], PENDING) || t[0].id == t[1].id)
-        Py_RETURN_FALSE;
-    u128 accounts[4] = {t[0].debit, t[0].credit, t[1].debit, t[1].credit};
-    for (int i = 0; i < 4; i++) {
-        for (int j = i + 1; j < 4; j++) {
-            if (accounts[i] == accounts[j]) Py_RETURN_FALSE;
-        }
-    }
-    HeldSet held = {.count = 0};
-    held_add(&held, stripe_of(t[0].id, self->mask));
-    held_add(&held, stripe_of(t[1].id, self->mask));
-    for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
-    if (hold(self, &held) < 0) return NULL;
-    int applied = apply_pending_pair(self, t, args[2], (uint64_t)now128);
-    if (let_go(self, &held) < 0 || applied < 0) return NULL;
-    return PyBool_FromLong(applied);
+    int applied = try_pending_pair(self, t, args[2], (uint64_t)now128);
+    return applied < 0 ? NULL : PyBool_FromLong(applied);
 }
 
 /* ---- resolve_pair */
@@ -681,18 +703,10 @@ done:
 }
 
 static PyObject *
-Engine_resolve_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+resolve_ids(EngineObject *self, PyObject *const ids[2], PyObject *const pendings[2], int post, PyObject *now_obj)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError,
-                        "resolve_pair(first_id, first_pending, second_id, second_pending, post, now)");
-        return NULL;
-    }
-    PyObject *ids[2] = {args[0], args[2]}, *pendings[2] = {args[1], args[3]};
-    int post = PyObject_IsTrue(args[4]);
-    if (post < 0) return NULL;
     u128 now128, id128[2], pending128[2];
-    if (as_u128(args[5], &now128) != 0 || now128 > UINT64_MAX) {
+    if (as_u128(now_obj, &now128) != 0 || now128 > UINT64_MAX) {
         PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
         return NULL;
     }
@@ -745,7 +759,7 @@ Engine_resolve_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
     if (hold(self, &held) < 0) goto done;
     PyObject *created[2] = {NULL, NULL};
-    int applied = apply_resolution_pair(self, ids, r, post ? POST : VOID, args[5], (uint64_t)now128, created);
+    int applied = apply_resolution_pair(self, ids, r, post ? POST : VOID, now_obj, (uint64_t)now128, created);
     int released = let_go(self, &held);
     if (applied > 0 && released == 0) {
         result = PyList_New(2);
@@ -765,6 +779,201 @@ done:
         Py_XDECREF(r[i].debit_id);
         Py_XDECREF(r[i].credit_id);
     }
+    return result;
+}
+
+static PyObject *
+Engine_resolve_pair(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "resolve_pair(first_id, first_pending, second_id, second_pending, post, now)");
+        return NULL;
+    }
+    PyObject *ids[2] = {args[0], args[2]}, *pendings[2] = {args[1], args[3]};
+    int post = PyObject_IsTrue(args[4]);
+    if (post < 0) return NULL;
+    return resolve_ids(self, ids, pendings, post, args[5]);
+}
+
+/* ---- remembering resolved ids (state.py's idempotency window) */
+
+/* Forget one id: drop its stored transfer unless it is a pending one still open, and
+ * its burned-id entry, under its stripe's lock. */
+static int
+forget(EngineObject *self, PyObject *id)
+{
+    u128 id128;
+    if (as_u128(id, &id128) != 0) return 0;  /* never stored */
+    uint64_t stripe = stripe_of(id128, self->mask);
+    if (call_lock(self, stripe, N_ACQUIRE) < 0) return -1;
+    PyObject *table = PyTuple_GET_ITEM(self->shards, (Py_ssize_t)stripe), *stored;
+    int rc = PyDict_GetItemRef(table, id, &stored);
+    if (rc > 0) {
+        int open = Py_IS_TYPE(stored, &StoredType)
+                   && __atomic_load_n(&((StoredObject *)stored)->state, __ATOMIC_RELAXED) == OPEN;
+        Py_DECREF(stored);
+        if (!open) rc = PyDict_Pop(table, id, NULL);
+    }
+    if (rc >= 0) rc = PyDict_Pop(self->failed, id, NULL);
+    if (call_lock(self, stripe, N_RELEASE) < 0) rc = -1;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Queue ids; forget (outside the queue's mutex) those beyond the newest `recent_ids`. */
+static int
+remember(EngineObject *self, PyObject *const *ids, Py_ssize_t n)
+{
+    Recent *q = &self->recent;
+    PyObject *small[8], **old = small;
+    Py_ssize_t n_old = 0;
+    PyMutex_Lock(&q->mutex);
+    if (q->count + n > q->capacity) {
+        Py_ssize_t capacity = q->capacity ? q->capacity : 64;
+        while (capacity < q->count + n) capacity *= 2;
+        PyObject **items = PyMem_RawMalloc((size_t)capacity * sizeof(PyObject *));
+        if (items == NULL) {
+            PyMutex_Unlock(&q->mutex);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < q->count; i++) items[i] = q->items[(q->head + i) % q->capacity];
+        PyMem_RawFree(q->items);
+        q->items = items;
+        q->capacity = capacity;
+        q->head = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) q->items[(q->head + q->count++) % q->capacity] = Py_NewRef(ids[i]);
+    Py_ssize_t excess = q->count - q->limit;
+    if (excess > 0) {
+        if (excess > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+            old = PyMem_RawMalloc((size_t)excess * sizeof(PyObject *));
+            if (old == NULL) excess = 0;  /* forgotten on a later call */
+        }
+        for (; n_old < excess; n_old++) {
+            old[n_old] = q->items[q->head];
+            q->head = (q->head + 1) % q->capacity;
+            q->count--;
+        }
+    }
+    PyMutex_Unlock(&q->mutex);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n_old; i++) {
+        if (rc == 0 && forget(self, old[i]) < 0) rc = -1;
+        Py_DECREF(old[i]);
+    }
+    if (old != small) PyMem_RawFree(old);
+    return rc;
+}
+
+static PyObject *
+Engine_remember(EngineObject *self, PyObject *ids)
+{
+    PyObject *seq = PySequence_Fast(ids, "remember needs a sequence of ids");
+    if (seq == NULL) return NULL;
+    int rc = remember(self, PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq));
+    Py_DECREF(seq);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- the packet books' own calls: ids and transfers made here */
+
+/* books.py's packet_transfer_id. */
+static PyObject *
+packet_id_of(u128 epoch, u128 packet_id, int leg, int phase)
+{
+    return from_u128((u128)PACKET_TAG << 120 | (epoch & EPOCH_MASK) << 72 | (packet_id & UINT64_MAX) << 8
+                     | (u128)leg << 2 | (u128)phase);
+}
+
+static int
+epoch_and_packet(PyObject *epoch_obj, PyObject *packet_obj, u128 *epoch, u128 *packet)
+{
+    if (as_u128(epoch_obj, epoch) != 0 || as_u128(packet_obj, packet) != 0) {
+        PyErr_SetString(PyExc_ValueError, "epoch and packet id must be non-negative ints");
+        return -1;
+    }
+    return 0;
+}
+
+/* reserve_packet(epoch, packet_id, in_debit, in_credit, out_debit, out_credit, in_amount,
+ *                out_amount, user_data_128, in_user_data_32, out_user_data_32, timeout,
+ *                in_ledger, out_ledger, code, now) -> (reserved, first, second) */
+static PyObject *
+Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "reserve_packet takes 16 arguments");
+        return NULL;
+    }
+    u128 epoch, packet;
+    if (epoch_and_packet(args[0], args[1], &epoch, &packet) < 0) return NULL;
+    PyObject *transfers[2] = {NULL, NULL};
+    for (int leg = 0; leg < 2; leg++) {
+        PyObject *values[TRANSFER_FIELDS] = {
+            packet_id_of(epoch, packet, leg, PHASE_PENDING),  /* id */
+            Py_NewRef(args[2 + 2 * leg]), Py_NewRef(args[3 + 2 * leg]),  /* debit, credit */
+            Py_NewRef(args[6 + leg]),  /* amount */
+            PyLong_FromLong(0),  /* pending_id */
+            Py_NewRef(args[8]), Py_NewRef(args[1]), Py_NewRef(args[9 + leg]),  /* user data */
+            Py_NewRef(args[11]), Py_NewRef(args[12 + leg]), Py_NewRef(args[14]),  /* timeout, ledger, code */
+            PyLong_FromLong(leg == 0 ? PENDING | LINKED : PENDING),
+            PyLong_FromLong(0),  /* timestamp */
+        };
+        int ok = 1;
+        for (int i = 0; i < TRANSFER_FIELDS; i++) ok = ok && values[i] != NULL;
+        if (!ok) {
+            for (int i = 0; i < TRANSFER_FIELDS; i++) Py_XDECREF(values[i]);
+            goto fail;
+        }
+        if ((transfers[leg] = new_transfer(self, values)) == NULL) goto fail;
+    }
+    TransferView t[2];
+    int applied = 0;
+    u128 now128;
+    if (as_u128(args[15], &now128) != 0 || now128 > UINT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
+        goto fail;
+    }
+    int rc = read_transfer(transfers[0], &t[0]);
+    if (rc == 0) rc = read_transfer(transfers[1], &t[1]);
+    if (rc < 0) goto fail;
+    if (rc == 0 && (applied = try_pending_pair(self, t, args[15], (uint64_t)now128)) < 0) goto fail;
+    PyObject *result = Py_BuildValue("(ONN)", applied ? Py_True : Py_False, transfers[0], transfers[1]);
+    if (result == NULL) transfers[0] = transfers[1] = NULL;  /* Py_BuildValue took them */
+    return result;
+fail:
+    Py_XDECREF(transfers[0]);
+    Py_XDECREF(transfers[1]);
+    return NULL;
+}
+
+/* resolve_packet(epoch, packet_id, post, now) -> [post or void of each leg], or None: the
+ * books' commit and release; the resolved ids are remembered. */
+static PyObject *
+Engine_resolve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "resolve_packet(epoch, packet_id, post, now)");
+        return NULL;
+    }
+    u128 epoch, packet;
+    if (epoch_and_packet(args[0], args[1], &epoch, &packet) < 0) return NULL;
+    int post = PyObject_IsTrue(args[2]);
+    if (post < 0) return NULL;
+    int phase = post ? PHASE_POST : PHASE_VOID;
+    PyObject *ids[4] = {  /* in the order state.py remembers them */
+        packet_id_of(epoch, packet, LEG_IN, PHASE_PENDING), packet_id_of(epoch, packet, LEG_IN, phase),
+        packet_id_of(epoch, packet, LEG_OUT, PHASE_PENDING), packet_id_of(epoch, packet, LEG_OUT, phase),
+    };
+    PyObject *result = NULL;
+    if (ids[0] && ids[1] && ids[2] && ids[3]) {
+        PyObject *resolutions[2] = {ids[1], ids[3]}, *pendings[2] = {ids[0], ids[2]};
+        result = resolve_ids(self, resolutions, pendings, post, args[3]);
+        if (result != NULL && result != Py_None && remember(self, ids, 4) < 0) Py_CLEAR(result);
+    }
+    for (int i = 0; i < 4; i++) Py_XDECREF(ids[i]);
     return result;
 }
 
@@ -791,12 +1000,22 @@ transfer_offsets(PyTypeObject *type, Py_ssize_t offsets[TRANSFER_FIELDS])
 static int
 Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"locks", "accounts", "shards", "failed", "wheels", "transfer_type", NULL};
+    static char *keywords[] = {"locks", "accounts", "shards", "failed", "wheels", "transfer_type", "recent_ids",
+                               NULL};
     PyObject *locks, *accounts, *shards, *failed, *wheels, *transfer_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!", keywords, &PyTuple_Type, &locks,
+    Py_ssize_t recent_ids;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!n", keywords, &PyTuple_Type, &locks,
                                      &PyDict_Type, &accounts, &PyTuple_Type, &shards, &PyDict_Type, &failed,
-                                     &PyTuple_Type, &wheels, &PyType_Type, &transfer_type))
+                                     &PyTuple_Type, &wheels, &PyType_Type, &transfer_type, &recent_ids))
         return -1;
+    if (recent_ids < 0) {
+        PyErr_SetString(PyExc_ValueError, "recent_ids must be >= 0");
+        return -1;
+    }
+    if (self->recent.items != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a PairEngine is initialised once");
+        return -1;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(locks);
     if (n == 0 || (n & (n - 1)) || PyTuple_GET_SIZE(shards) != n || PyTuple_GET_SIZE(wheels) != n) {
         PyErr_SetString(PyExc_ValueError, "locks, shards and wheels: one per stripe, a power of two");
@@ -826,6 +1045,7 @@ Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->wheels, Py_NewRef(wheels));
     Py_XSETREF(self->transfer_type, (PyTypeObject *)Py_NewRef(transfer_type));
     self->mask = (uint64_t)n - 1;
+    self->recent.limit = recent_ids;
     return 0;
 fail:
     Py_XDECREF(acquire);
@@ -864,6 +1084,9 @@ Engine_dealloc(EngineObject *self)
 {
     PyObject_GC_UnTrack(self);
     Engine_clear(self);
+    Recent *q = &self->recent;
+    for (Py_ssize_t i = 0; i < q->count; i++) Py_DECREF(q->items[(q->head + i) % q->capacity]);
+    PyMem_RawFree(q->items);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -875,6 +1098,14 @@ static PyMethodDef Engine_methods[] = {
     {"resolve_pair", FASTCALL(Engine_resolve_pair),
      "resolve_pair(first_id, first_pending, second_id, second_pending, post, now) -> [two transfers] "
      "created, or None and nothing changed"},
+    {"reserve_packet", FASTCALL(Engine_reserve_packet),
+     "reserve_packet(epoch, packet_id, in_debit, in_credit, out_debit, out_credit, in_amount, out_amount, "
+     "user_data_128, in_user_data_32, out_user_data_32, timeout, in_ledger, out_ledger, code, now) -> "
+     "(reserved, first, second): the packet books' two pending legs, made here and reserved if plain"},
+    {"resolve_packet", FASTCALL(Engine_resolve_packet),
+     "resolve_packet(epoch, packet_id, post, now) -> [two transfers] or None: post or void both legs"},
+    {"remember", (PyCFunction)Engine_remember, METH_O,
+     "remember(ids): queue resolved ids; forget those beyond the newest recent_ids"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -39,7 +39,7 @@ from ..lockfree import peek
 from .embedded import EmbeddedLedger
 from .model import Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
 from .records import LedgerEmitter
-from .state import DEBITS_MUST_NOT_EXCEED_CREDITS, LINKED, PENDING
+from .state import DEBITS_MUST_NOT_EXCEED_CREDITS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Code(enum.IntEnum):
 LEG_IN, LEG_OUT = 0, 1
 PHASE_PENDING, PHASE_POST, PHASE_VOID = 1, 2, 3
 _EXISTS_LIKE = {T.EXISTS}
+_CREATED_PAIR = (T.CREATED, T.CREATED)
 _GONE = {T.PENDING_TRANSFER_ALREADY_VOIDED, T.PENDING_TRANSFER_EXPIRED, T.PENDING_TRANSFER_NOT_FOUND}
 
 
@@ -220,13 +221,12 @@ class PacketBooks:
             return "T00"
         epoch, timeout = self.epoch, max(1, math.ceil(timeout_s))
         user_data = epoch << 64 | packet_id if reference is None else reference
-        results, created = self.state.create_pending_pair(
-            Transfer(packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING), a.in_limit, a.out_limit,
-                     in_amount, 0, user_data, packet_id, in_peer, timeout, a.ledger,
-                     Code.PACKET, PENDING | LINKED),
-            Transfer(packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING), b.out_limit, b.in_limit,
-                     out_amount, 0, user_data, packet_id, out_peer, timeout, b.ledger,
-                     Code.PACKET, PENDING))
+        # Legs: debit A.IN_LIMIT / credit A.OUT_LIMIT, debit B.OUT_LIMIT / credit B.IN_LIMIT
+        # (ids `packet_transfer_id(epoch, packet_id, leg, PHASE_PENDING)`, flags PENDING,
+        # the first LINKED), made and reserved in C when plain.
+        results, created = self.state.reserve_packet(
+            epoch, packet_id, (a.in_limit, a.out_limit), (b.out_limit, b.in_limit), in_amount, out_amount,
+            user_data, in_peer, out_peer, timeout, a.ledger, b.ledger, Code.PACKET)
         if created:
             emitter.emit(created)
         first = results[0]
@@ -268,6 +268,9 @@ class PacketBooks:
     def _resolve(self, packet_id: int, phase: int):
         """Post (the full amounts) or void both legs: one linked pair of transfers."""
         epoch = self.epoch
+        created = self.state.resolve_packet(epoch, packet_id, phase == PHASE_POST)
+        if created is not None:
+            return _CREATED_PAIR, created
         return self.state.resolve_pair(
             packet_transfer_id(epoch, packet_id, LEG_IN, phase), packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING),
             packet_transfer_id(epoch, packet_id, LEG_OUT, phase), packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING),

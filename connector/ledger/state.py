@@ -36,7 +36,6 @@ ids with bit 127 set are reserved for them) for the caller to make durable.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -130,14 +129,13 @@ class LedgerState:
         # and then, and rebuilding 262,144 entries held its lock for ~12 ms and more.
         self._shards: list[dict[int, _Stored]] = [{} for _ in range(stripes)]
         self._failed: dict[int, int] = {}
-        self._recent: collections.deque[int] = collections.deque()
-        self._recent_ids = recent_ids
         # Per stripe (of the pending transfer's debit account): expiry second -> pending ids.
         self._wheels: list[dict[int, set[int]]] = [{} for _ in range(stripes)]
         self._clock = clock
         # The packet pair's common case, in C on these same containers and locks.
         self._pair = PairEngine(locks=tuple(self._locks), accounts=self._accounts, shards=tuple(self._shards),
-                                failed=self._failed, wheels=tuple(self._wheels), transfer_type=Transfer)
+                                failed=self._failed, wheels=tuple(self._wheels), transfer_type=Transfer,
+                                recent_ids=recent_ids)
 
     # ------------------------------------------------------------------ public API
 
@@ -226,6 +224,25 @@ class LedgerState:
         self._remember([first_pending, first_id, second_pending, second_id])
         return [T.CREATED, T.CREATED], created
 
+    def reserve_packet(self, epoch: int, packet_id: int, in_accounts: tuple[int, int], out_accounts: tuple[int, int],
+                       in_amount: int, out_amount: int, user_data_128: int, in_peer: int, out_peer: int,
+                       timeout: int, in_ledger: int, out_ledger: int, code: int) -> tuple[list[T], list[Transfer]]:
+        """The packet books' reservation with the two pending legs made here (ids as
+        `books.packet_transfer_id(epoch, packet_id, leg, PHASE_PENDING)`, `user_data_64`
+        the packet id, `user_data_32` each leg's peer): `create_pending_pair` without
+        building the transfers in Python."""
+        reserved, first, second = self._pair.reserve_packet(
+            epoch, packet_id, *in_accounts, *out_accounts, in_amount, out_amount, user_data_128, in_peer, out_peer,
+            timeout, in_ledger, out_ledger, code, self._clock())
+        if reserved:
+            return [T.CREATED, T.CREATED], [first, second]
+        return self.create_transfers_detailed([first, second])
+
+    def resolve_packet(self, epoch: int, packet_id: int, post: bool) -> list[Transfer] | None:
+        """`resolve_pair` of the books' packet ids, in the common case only: the created
+        posts (or voids), or None when the general path must answer."""
+        return self._pair.resolve_packet(epoch, packet_id, post, self._clock())
+
     def _resolve_generally(self, first_id: int, first_pending: int, second_id: int, second_pending: int,
                            flag: int) -> tuple[list[T], list[Transfer]]:
         amount = AMOUNT_MAX if flag == POST else 0
@@ -304,24 +321,10 @@ class LedgerState:
         chain.resolved.clear()
 
     def _remember(self, ids: list[int]) -> None:
-        """Queue resolved ids for forgetting once `recent_ids` newer ones have come."""
-        recent = self._recent
-        recent.extend(ids)
-        excess = len(recent) - self._recent_ids
-        for _ in range(excess):
-            try:
-                old = recent.popleft()
-            except IndexError:  # another thread trimmed it first
-                break
-            self._forget(old)
-
-    def _forget(self, transfer_id: int) -> None:
-        with self._locks[_spread(transfer_id) & self._mask]:
-            table = self._table(transfer_id)
-            stored = peek(table, transfer_id)
-            if stored is None or stored.state != OPEN:
-                table.pop(transfer_id, None)
-            self._failed.pop(transfer_id, None)
+        """Queue resolved ids for forgetting once `recent_ids` newer ones have come (a
+        forgotten id loses its stored transfer, unless it is a pending one still open,
+        and its burned-id entry)."""
+        self._pair.remember(ids)
 
     def _table(self, transfer_id: int) -> dict[int, _Stored]:
         """The dict that holds (or would hold) this transfer id: its stripe's."""

@@ -210,3 +210,23 @@ def test_named_peers_keep_their_balances_when_the_configuration_reorders_them(tm
         assert books.balance(2).balance == 70  # alice: owes us
     finally:
         ledger.close()
+
+
+def test_packet_legs_made_in_c_are_the_documented_transfers(books):
+    """The legs the C fast path builds carry the ids `packet_transfer_id` gives, the
+    accounts of the module docstring, and the packet's fields; so do their posts."""
+    em = books.emitter
+    condition = 0x1234_5678_9ABC_DEF0_0FED_CBA9_8765_4321
+    assert books.reserve(77, A, 100, B, 98, 30, em, condition) is None
+    assert books.commit(77, em, (1, b"f"))
+    epoch = books.epoch
+    ids = [packet_transfer_id(epoch, 77, leg, phase) for phase in (PHASE_PENDING, PHASE_POST)
+           for leg in (LEG_IN, LEG_OUT)]
+    stored = books.state.lookup_transfers(ids)
+    assert [t.id for t in stored] == ids
+    legs = [(t.debit_account_id, t.credit_account_id, t.amount, t.user_data_128, t.user_data_64, t.user_data_32,
+             t.timeout, t.code, int(t.flags)) for t in stored]
+    in_leg = (account_id(A, Role.IN_LIMIT), account_id(A, Role.OUT_LIMIT), 100, condition, 77, A, 30, 1)
+    out_leg = (account_id(B, Role.OUT_LIMIT), account_id(B, Role.IN_LIMIT), 98, condition, 77, B, 30, 1)
+    assert legs == [(*in_leg, 0b11), (*out_leg, 0b10), (*in_leg[:6], 0, 1, 0b101), (*out_leg[:6], 0, 1, 0b100)]
+    assert [t.pending_id for t in stored[2:]] == ids[:2]
