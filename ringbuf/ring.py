@@ -172,6 +172,15 @@ class Ring:
         self._core.write(first, data)
         self._core.publish(first, 1)
 
+    def try_put(self, data) -> bool:
+        """Copy one payload in if a slot is free right now; False if the ring is full."""
+        if len(data) > self.slot_size:
+            raise _overflow(self, len(data))
+        done = self._core.put(data)
+        if done < 0:
+            raise RingClosed(f"ring {self.name!r} is closed")
+        return done > 0
+
     def put_many(self, items, timeout: float | None = None) -> None:
         """Copy several payloads in, publishing them in as few batches as free space allows."""
         items = list(items)

@@ -211,6 +211,18 @@ def test_list_segments_by_prefix(ring_name):
     assert list_segments(ring_name) == []
 
 
+def test_try_put_copies_one_payload_or_answers_full(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=2, kind=kind, spin=0) as ring:
+        assert ring.try_put(b"a") and ring.try_put(b"b" * 8)
+        assert not ring.try_put(b"c")  # full: no wait, nothing written
+        with pytest.raises(SlotOverflow):
+            ring.try_put(b"x" * 9)
+        assert ring.get_many(4) == [b"a", b"b" * 8]
+        ring.close()
+        with pytest.raises(RingClosed):
+            ring.try_put(b"d")
+
+
 def test_try_put_many_copies_what_fits_and_never_waits(ring_name, kind):
     with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
         assert ring.try_put_many([b"a", b"b", b"c"]) == 3

@@ -1195,7 +1195,197 @@ fast_pack_transfers(PyObject *Py_UNUSED(module), PyObject *transfers)
     return out;
 }
 
+/* ------------------------------------------------------------------ shadow books */
+
+/* shadow.py's ShadowBooks.apply, record by record, on the books' own dicts: the batch
+ * writer's pass over every transfer it commits.  Names of the books' attributes and of
+ * an account's balances are the Python class's; an account not seen yet is made by the
+ * books' own `_account` (rare: its creation record is still in another emitter's slot). */
+
+typedef struct {
+    PyObject *books, *accounts, *open, *orphans, *touched;
+    int track;
+} Shadow;
+
+enum { S_ACCOUNTS, S_OPEN, S_ORPHANS, S_TOUCHED, S_TRACK, S_ACCOUNT_METHOD, S_COUNT };
+static const char *const SHADOW_TEXT[S_COUNT] = {"accounts", "open", "orphans", "touched", "track_balances",
+                                                 "_account"};
+static PyObject *shadow_names[S_COUNT];
+
+static PyObject *
+shadow_account(Shadow *sh, PyObject *key)
+{
+    PyObject *account;
+    int rc = PyDict_GetItemRef(sh->accounts, key, &account);
+    if (rc < 0) return NULL;
+    if (rc == 0) return PyObject_CallMethodOneArg(sh->books, shadow_names[S_ACCOUNT_METHOD], key);
+    if (PySet_Add(sh->touched, key) < 0) {
+        Py_DECREF(account);
+        return NULL;
+    }
+    return account;
+}
+
+static int
+add_to(PyObject *obj, int name, PyObject *delta)
+{
+    PyObject *value = PyObject_GetAttr(obj, names[name]);
+    if (value == NULL) return -1;
+    PyObject *sum = PyNumber_Add(value, delta);
+    Py_DECREF(value);
+    if (sum == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, names[name], sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* _move: pending and posted deltas on the debit and credit accounts (None: no change). */
+static int
+shadow_move(Shadow *sh, PyObject *dr_key, PyObject *cr_key, PyObject *pending, PyObject *posted)
+{
+    PyObject *dr = shadow_account(sh, dr_key);
+    if (dr == NULL) return -1;
+    PyObject *cr = shadow_account(sh, cr_key);
+    int rc = cr == NULL ? -1 : 0;
+    if (rc == 0 && pending != NULL) {
+        rc = add_to(dr, N_DEBITS_PENDING, pending);
+        if (rc == 0) rc = add_to(cr, N_CREDITS_PENDING, pending);
+    }
+    if (rc == 0 && posted != NULL) {
+        rc = add_to(dr, N_DEBITS_POSTED, posted);
+        if (rc == 0) rc = add_to(cr, N_CREDITS_POSTED, posted);
+    }
+    Py_DECREF(dr);
+    Py_XDECREF(cr);
+    return rc;
+}
+
+static int shadow_apply(Shadow *sh, PyObject *record);
+
+static int
+shadow_open(Shadow *sh, PyObject *record, PyObject *tid, PyObject *amount, PyObject *dr, PyObject *cr)
+{
+    PyObject *entry = PyTuple_Pack(4, record, amount, dr, cr);
+    if (entry == NULL) return -1;
+    int rc = PyDict_SetItem(sh->open, tid, entry);
+    Py_DECREF(entry);
+    if (rc < 0) return -1;
+    if (sh->track && shadow_move(sh, dr, cr, amount, NULL) < 0) return -1;
+    PyObject *orphan;
+    rc = PyDict_Pop(sh->orphans, tid, &orphan);
+    if (rc <= 0) return rc;
+    rc = shadow_apply(sh, orphan);
+    Py_DECREF(orphan);
+    return rc;
+}
+
+static int
+shadow_resolve(Shadow *sh, PyObject *record, PyObject *pending_id, PyObject *amount, int post)
+{
+    PyObject *pending;
+    int rc = PyDict_Pop(sh->open, pending_id, &pending);
+    if (rc < 0) return -1;
+    if (rc == 0) return PyDict_SetItem(sh->orphans, pending_id, record);
+    if (sh->track) {
+        if (!PyTuple_Check(pending) || PyTuple_GET_SIZE(pending) != 4) {
+            Py_DECREF(pending);
+            PyErr_SetString(PyExc_TypeError, "an open entry is (record, amount, debit key, credit key)");
+            return -1;
+        }
+        PyObject *released = PyNumber_Negative(PyTuple_GET_ITEM(pending, 1));
+        rc = released == NULL ? -1 : shadow_move(sh, PyTuple_GET_ITEM(pending, 2), PyTuple_GET_ITEM(pending, 3),
+                                                 released, post ? amount : NULL);
+        Py_XDECREF(released);
+    }
+    Py_DECREF(pending);
+    return rc;
+}
+
+/* Apply one 128-byte record (a bytes object, kept as the stored record). */
+static int
+shadow_apply(Shadow *sh, PyObject *record)
+{
+    if (!PyBytes_Check(record) || PyBytes_GET_SIZE(record) != 128) {
+        PyErr_SetString(PyExc_ValueError, "a transfer record is 128 bytes");
+        return -1;
+    }
+    const unsigned char *r = (const unsigned char *)PyBytes_AS_STRING(record);
+    uint16_t flags;
+    memcpy(&flags, r + 118, 2);
+    uint64_t lo, hi;
+    memcpy(&lo, r + 48, 8);
+    memcpy(&hi, r + 56, 8);
+    PyObject *amount = from_u128((u128)hi << 64 | lo);
+    if (amount == NULL) return -1;
+    int rc;
+    if (flags & PENDING) {
+        PyObject *tid = PyBytes_FromStringAndSize((const char *)r, 16);
+        PyObject *dr = PyBytes_FromStringAndSize((const char *)r + 16, 16);
+        PyObject *cr = PyBytes_FromStringAndSize((const char *)r + 32, 16);
+        rc = tid && dr && cr ? shadow_open(sh, record, tid, amount, dr, cr) : -1;
+        Py_XDECREF(tid);
+        Py_XDECREF(dr);
+        Py_XDECREF(cr);
+    } else if (flags & (POST | VOID)) {
+        PyObject *pending_id = PyBytes_FromStringAndSize((const char *)r + 64, 16);
+        rc = pending_id ? shadow_resolve(sh, record, pending_id, amount, flags & POST) : -1;
+        Py_XDECREF(pending_id);
+    } else if (sh->track) {
+        PyObject *dr = PyBytes_FromStringAndSize((const char *)r + 16, 16);
+        PyObject *cr = PyBytes_FromStringAndSize((const char *)r + 32, 16);
+        rc = dr && cr ? shadow_move(sh, dr, cr, NULL, amount) : -1;
+        Py_XDECREF(dr);
+        Py_XDECREF(cr);
+    } else {
+        rc = 0;
+    }
+    Py_DECREF(amount);
+    return rc;
+}
+
+static PyObject *
+fast_shadow_apply_many(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "shadow_apply_many(books, blob)");
+        return NULL;
+    }
+    Shadow sh = {.books = args[0]};
+    PyObject **slots[] = {&sh.accounts, &sh.open, &sh.orphans, &sh.touched};
+    PyObject *result = NULL, *track = NULL;
+    Py_buffer blob = {.buf = NULL};
+    for (int i = 0; i < 4; i++) {
+        if ((*slots[i] = PyObject_GetAttr(sh.books, shadow_names[i])) == NULL) goto done;
+    }
+    if (!PyDict_Check(sh.accounts) || !PyDict_Check(sh.open) || !PyDict_Check(sh.orphans)
+            || !PySet_Check(sh.touched)) {
+        PyErr_SetString(PyExc_TypeError, "the books' accounts, open and orphans are dicts, touched a set");
+        goto done;
+    }
+    if ((track = PyObject_GetAttr(sh.books, shadow_names[S_TRACK])) == NULL) goto done;
+    if ((sh.track = PyObject_IsTrue(track)) < 0) goto done;
+    if (PyObject_GetBuffer(args[1], &blob, PyBUF_SIMPLE) < 0) goto done;
+    if (blob.len % 128) {
+        PyErr_SetString(PyExc_ValueError, "a blob of transfer records is a multiple of 128 bytes");
+        goto done;
+    }
+    for (Py_ssize_t offset = 0; offset < blob.len; offset += 128) {
+        PyObject *record = PyBytes_FromStringAndSize((const char *)blob.buf + offset, 128);
+        int rc = record == NULL ? -1 : shadow_apply(&sh, record);
+        Py_XDECREF(record);
+        if (rc < 0) goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    if (blob.buf != NULL) PyBuffer_Release(&blob);
+    Py_XDECREF(track);
+    for (int i = 0; i < 4; i++) Py_XDECREF(*slots[i]);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"shadow_apply_many", FASTCALL(fast_shadow_apply_many),
+     "shadow_apply_many(books, blob): ShadowBooks.apply for each 128-byte record of blob, in order"},
     {"pack_transfer", (PyCFunction)fast_pack_transfer, METH_O,
      "pack_transfer(t) -> bytes: TigerBeetle's 128-byte transfer struct"},
     {"pack_transfers", (PyCFunction)fast_pack_transfers, METH_O,
@@ -1214,6 +1404,10 @@ fastpath_exec(PyObject *module)
 #endif
     for (int i = 0; i < N_COUNT; i++) {
         if (names[i] == NULL && (names[i] = PyUnicode_InternFromString(NAME_TEXT[i])) == NULL) return -1;
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        if (shadow_names[i] == NULL && (shadow_names[i] = PyUnicode_InternFromString(SHADOW_TEXT[i])) == NULL)
+            return -1;
     }
     if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&EngineType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "Stored", (PyObject *)&StoredType) < 0) return -1;

@@ -72,6 +72,8 @@ class LedgerEmitter:
         self.ring = ring
         self.emitter_id = emitter_id
         self._backlog: collections.deque[bytes] = collections.deque()
+        self._whole = SLOT.pack(emitter_id, 0)  # the slot header of a record that fits one slot
+        self._room = ring.slot_size - SLOT.size
         self.emitted = 0
         self.deferred = 0
 
@@ -96,6 +98,8 @@ class LedgerEmitter:
 
     def emit_record(self, record: bytes) -> bool:
         self.emitted += 1
+        if not self._backlog and len(record) <= self._room and self.ring.try_put(self._whole + record):
+            return True  # the common case: one slot, nothing queued before it
         slots = fragments(self.emitter_id, record, self.ring.slot_size)
         if self._backlog and not self.flush():
             self._backlog.extend(slots)
