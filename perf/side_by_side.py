@@ -4,6 +4,7 @@ one run, one after the other; prints both results and the ratios (ours / js) as 
     PYTHON_GIL=0 .venv/bin/python perf/side_by_side.py --rate 1000 --count 10000
     PYTHON_GIL=0 .venv/bin/python perf/side_by_side.py --rate 1000 --count 5000 --repeat 3
     PYTHON_GIL=0 .venv/bin/python perf/side_by_side.py --ceiling --start-rate 500
+    PYTHON_GIL=0 .venv/bin/python perf/side_by_side.py --target ours --rate 4000 --count 20000 --repeat 3
 
 Every load option of perf/loadgen.py applies to both sides.  With `--repeat N` the two
 alternate (ours, js, ours, js, ...) so drifting machine noise hits both; the ratios are
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     loadgen.add_load_arguments(parser)
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs per side (medians compared)")
+    parser.add_argument("--target", choices=(*SIDES, "both"), default="both",
+                        help="run one side only (no ratios), e.g. ours before and after a change")
     return parser
 
 
@@ -57,20 +60,29 @@ def _median(values: list) -> float | None:
     return round(statistics.median(present), 3) if present else None
 
 
+def sides(args: argparse.Namespace) -> tuple[str, ...]:
+    return SIDES if args.target == "both" else (args.target,)
+
+
 def compare_loads(args: argparse.Namespace) -> dict:
-    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    chosen = sides(args)
+    runs: dict[str, list[dict]] = {side: [] for side in chosen}
     for _ in range(args.repeat):
-        for side in SIDES:
+        for side in chosen:
             logging.getLogger("side_by_side").info("running %s at %.0f/s", side, args.rate)
             runs[side].append(loadgen.measure(side, args))
-    medians = {side: median_figures(runs[side]) for side in SIDES}
-    return {"mode": "load", "repeat": args.repeat, "ours": runs["ours"], "js": runs["js"],
-            "figures": medians,
-            "ratios_ours_over_js": {key: ratio(medians["ours"][key], medians["js"][key]) for key in medians["ours"]}}
+    medians = {side: median_figures(runs[side]) for side in chosen}
+    report = {"mode": "load", "repeat": args.repeat, **runs, "figures": medians}
+    if len(chosen) == 2:
+        report["ratios_ours_over_js"] = {key: ratio(medians["ours"][key], medians["js"][key])
+                                         for key in medians["ours"]}
+    return report
 
 
 def compare_ceilings(args: argparse.Namespace) -> dict:
-    results = {side: loadgen.ceiling(side, args) for side in SIDES}
+    results = {side: loadgen.ceiling(side, args) for side in sides(args)}
+    if len(results) == 1:
+        return {"mode": "ceiling", **results}
     return {"mode": "ceiling", **results,
             "ratios_ours_over_js": {"last_passing_rate": ratio(results["ours"]["last_passing_rate"],
                                                                results["js"]["last_passing_rate"])}}

@@ -1,6 +1,16 @@
 """Echo throughput of one I/O thread, through real sockets and both rings.
 
     PYTHON_GIL=0 python -m connector.transport.bench [--messages N] [--window W] [--clients C]
+    PYTHON_GIL=0 python -m connector.transport.bench --forward --rate 4000 --messages 20000
+    PYTHON_GIL=0 python -m connector.transport.bench --codec
+
+`--forward` runs the connector's own pattern instead of an echo: a sender peer's Prepares
+go through the ingress ring to a forwarding worker, out through the egress ring to a
+receiver peer, whose Fulfills come back the same way to the sender: four frame
+operations of the I/O thread per packet.  The sender paces itself (`--rate`, batches every
+`--tick` seconds, like perf/loadgen.py).  `--codec` times the I/O thread's byte work alone
+(WebSocket frame scanning, BTP split and build), with the C and the Python versions.
+Both report the I/O thread's own CPU time per packet (from /proc, user + system).
 
 Per packet: a client sends a BTP Message with an ILP Prepare (a masked WebSocket frame);
 the I/O thread parses it and publishes an ingress record; an echo worker takes it and
@@ -25,9 +35,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from connector.codec import btp, ilp
-from connector.slots import EGRESS, INGRESS, SLOT_SIZE, Egress, Ingress
+from connector.slots import EGRESS, HEADER_SIZE, INGRESS, SLOT_SIZE, Egress, Ingress
 from ringbuf import Ring, RingClosed, RingKind
 
+from . import btp_wire
 from .config import Peer, TransportConfig
 from .io_thread import IoThread
 from .ws import ClientHandshake, FrameParser, FrameWriter
@@ -158,13 +169,179 @@ def run(messages: int, window: int, clients: int, data_size: int) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- forward
+
+
+def thread_cpu_ns(native_id: int) -> int:
+    """CPU time (user + system) of one thread of this process, in ns (Linux schedstat)."""
+    with open(f"/proc/self/task/{native_id}/schedstat") as stat:
+        return int(stat.read().split()[0])
+
+
+def _forward_worker(ingress: Ring, egress: Ring, io: IoThread, stop: threading.Event) -> None:
+    """Prepares of peer 0 go to peer 1 under a request id of ours; peer 1's replies go back."""
+    ingress, egress = ingress.handle(), egress.handle()
+    pending: dict[int, tuple[int, int]] = {}  # our request id -> (sender's connection, its request id)
+    next_id = 1
+    try:
+        while not stop.is_set():
+            first, count = ingress.consume(256, timeout=0.1)
+            if not count:
+                continue
+            out = []
+            for position in range(first, first + count):
+                with ingress.view(position) as view:
+                    kind, _, peer, conn, request_id, _, ns = INGRESS.unpack_from(view, 0)
+                    body = bytes(view[HEADER_SIZE:])
+                if kind == Ingress.PREPARE:
+                    pending[next_id] = (conn, request_id)
+                    out.append(EGRESS.pack(Egress.PREPARE, 0, 1, 0, next_id, 0, ns) + body)
+                    next_id = next_id % 0xFFFFFFFF + 1
+                elif kind == Ingress.REPLY:
+                    origin = pending.pop(request_id, None)
+                    if origin is not None:
+                        out.append(EGRESS.pack(Egress.REPLY, 0, 0, origin[0], origin[1], 0, ns) + body)
+            ingress.release(first, count)
+            if out:
+                egress.put_many(out, timeout=5)
+                io.waker.wake()
+    except RingClosed:
+        pass
+    finally:
+        ingress.detach()
+        egress.detach()
+
+
+class _Connection:
+    """A blocking client connection authenticated as one peer."""
+
+    def __init__(self, address, username: str, token: str):
+        self.sock = socket.create_connection(address, timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handshake = ClientHandshake(address[0], address[1], "/")
+        self.sock.sendall(handshake.request)
+        while not handshake.feed(self.sock.recv(4096)):
+            pass
+        self.parser = FrameParser(expect_masked=False, max_message_size=1 << 20)
+        self.parser.feed(handshake.leftover)
+        self.writer = FrameWriter(mask=True)
+        out = bytearray()
+        self.writer.append(out, 2, btp.encode_frame(btp.auth_message(0, token, username)))
+        self.sock.sendall(out)
+        while not self.read():
+            pass
+
+    def read(self) -> list:
+        tail = self.parser.writable(65536)
+        try:
+            n = self.sock.recv_into(tail)
+        finally:
+            tail.release()
+        if not n:
+            raise ConnectionError("server closed")
+        self.parser.advance(n)
+        return self.parser.parse()
+
+
+def _receiver(conn: _Connection, fulfill: bytes, stop: threading.Event) -> None:
+    """Answer every BTP Message with a Response carrying the Fulfill, one send per read."""
+    try:
+        while not stop.is_set():
+            out = bytearray()
+            for _, payload in conn.read():
+                request_id = btp_wire.request_id_of(payload)
+                btp_wire.append_ilp_frame(conn.writer, out, btp.RESPONSE, request_id, fulfill)
+            if out:
+                conn.sock.sendall(out)
+    except (ConnectionError, OSError):
+        pass
+
+
+def _sender(conn: _Connection, prepare: bytes, messages: int, rate: float, tick: float, got: list) -> None:
+    """Send `messages` Prepares at `rate`, a batch every `tick` seconds; count the replies."""
+    def read_replies():
+        while got[0] < messages:
+            got[0] += len(conn.read())
+
+    reader = threading.Thread(target=read_replies, daemon=True)
+    reader.start()
+    start, sent = time.perf_counter(), 0
+    while sent < messages:
+        due = min(messages, int((time.perf_counter() - start) * rate) + 1)
+        if due > sent:
+            out = bytearray()
+            for request_id in range(sent + 1, due + 1):
+                btp_wire.append_ilp_frame(conn.writer, out, btp.MESSAGE, request_id, prepare)
+            conn.sock.sendall(out)
+            sent = due
+        time.sleep(tick)
+    reader.join(60)
+
+
+def run_forward(messages: int, rate: float, tick: float, data_size: int) -> dict:
+    suffix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    ingress = Ring.create(f"bench-in-{suffix}", slot_size=SLOT_SIZE, capacity=4096, kind=RingKind.MPMC)
+    egress = Ring.create(f"bench-out-{suffix}", slot_size=SLOT_SIZE, capacity=4096, kind=RingKind.MPMC)
+    peers = [Peer(index=i, name=f"bench{i}", btp_role="server", secret="s") for i in range(2)]
+    io = IoThread(TransportConfig(listen_host="127.0.0.1"), peers, ingress=ingress, egress=egress)
+    io.start()
+    stop = threading.Event()
+    worker = threading.Thread(target=_forward_worker, args=(ingress, egress, io, stop))
+    worker.start()
+    fulfill = ilp.encode_fulfill(ilp.Fulfill(bytes(32), b""))
+    prepare = _prepare(data_size)
+    got = [0]
+    try:
+        sender = _Connection(io.listen_address, peers[0].auth_username, "s")
+        receiver = _Connection(io.listen_address, peers[1].auth_username, "s")
+        answering = threading.Thread(target=_receiver, args=(receiver, fulfill, stop), daemon=True)
+        answering.start()
+        io_id = io._thread.native_id
+        io_cpu0, cpu0 = thread_cpu_ns(io_id), resource.getrusage(resource.RUSAGE_SELF)
+        turns0, start = io.stats["turns"], time.perf_counter()
+        _sender(sender, prepare, messages, rate, tick, got)
+        elapsed = time.perf_counter() - start
+        io_cpu1, cpu1 = thread_cpu_ns(io_id), resource.getrusage(resource.RUSAGE_SELF)
+        turns = io.stats["turns"] - turns0
+    finally:
+        stop.set()
+        worker.join(10)
+        io.stop()
+        ingress.destroy()
+        egress.destroy()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {
+        "what": "packets forwarded sender -> I/O thread -> worker -> I/O thread -> receiver and back",
+        "messages": got[0],
+        "rate": rate,
+        "prepare_bytes": len(prepare),
+        "seconds": round(elapsed, 3),
+        "packets_per_s": round(got[0] / elapsed),
+        "io_thread_cpu_us_per_packet": round((io_cpu1 - io_cpu0) / 1000 / max(1, got[0]), 2),
+        "io_thread_cpu_percent_of_one_core": round(100 * (io_cpu1 - io_cpu0) / 1e9 / elapsed, 1),
+        "io_turns_per_packet": round(turns / max(1, got[0]), 2),
+        "process_cpu_s": round(cpu, 2),
+        "gil_enabled": sys._is_gil_enabled(),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--data-size", type=int, default=100)
+    parser.add_argument("--forward", action="store_true", help="the connector's pattern, paced (see above)")
+    parser.add_argument("--rate", type=float, default=4000.0, help="--forward: Prepares per second")
+    parser.add_argument("--tick", type=float, default=0.002, help="--forward: seconds between send batches")
+    parser.add_argument("--repeat", type=int, default=1, help="--forward: runs (the median is reported)")
     args = parser.parse_args(argv)
+    if args.forward:
+        runs = [run_forward(args.messages, args.rate, args.tick, args.data_size) for _ in range(args.repeat)]
+        result = dict(sorted(runs, key=lambda r: r["io_thread_cpu_us_per_packet"])[len(runs) // 2])
+        result["io_thread_cpu_us_per_packet_all"] = [r["io_thread_cpu_us_per_packet"] for r in runs]
+        print(json.dumps(result))
+        return
     print(json.dumps(run(args.messages, args.window, args.clients, args.data_size)))
 
 
