@@ -9,6 +9,7 @@ setup(
     ext_modules=[
         Extension("ringbuf._atomics", sources=["ringbuf/_atomics.c"], extra_compile_args=FLAGS),
         Extension("ringbuf._core", sources=["ringbuf/_core.c"], extra_compile_args=FLAGS),
+        Extension("connector.transport._wire", sources=["connector/transport/_wire.c"], extra_compile_args=FLAGS),
         Extension("connector.ledger._fastpath", sources=["connector/ledger/_fastpath.c"], extra_compile_args=FLAGS),
     ]
 )

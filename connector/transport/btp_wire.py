@@ -5,6 +5,9 @@ is `ilp` (octet-stream) carrying a packet that sits in an egress ring slot.  Bui
 BTP envelope around it by hand lets the packet be copied once, from the slot into the
 connection's output bytearray.  Everything else goes through `connector.codec.btp`.
 The bytes are identical to `btp.encode_frame(btp.ilp_message(...))` (the tests check).
+
+`append_ilp_frame` and `split_ilp_frame` run in C (`_wire`); the `_py` functions are
+their references, held to the same results and errors by the tests.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ from __future__ import annotations
 import struct
 from datetime import datetime, timezone
 
-from connector.codec import btp
+from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
 from connector.codec.oer import encode_length, read_length
+from connector.slots import INGRESS, Ingress
 
-from .ws import OP_BINARY, FrameWriter
+from . import _wire
+from .ws import OP_BINARY, FrameWriter, frame_header, masked
+
+# _wire.ingress_records writes this record layout itself
+assert INGRESS.format == "<BBHIIIQ" and INGRESS.size == 24
 
 # var-uint count 1, then name "ilp", content type octet-stream
 _ILP_ENTRY_HEAD = b"\x01\x01\x03ilp\x00"
@@ -25,13 +33,31 @@ _ENVELOPE = struct.Struct(">BI")
 
 def append_ilp_frame(writer: FrameWriter, out: bytearray, frame_type: int, request_id: int, packet) -> None:
     """Append a WebSocket frame holding a BTP Message/Response with `packet` as `ilp` data."""
+    _wire.append_ilp_frame(out, frame_type, request_id, packet, writer.next_key() if writer.mask else None)
+
+
+def append_ilp_frame_py(out: bytearray, frame_type: int, request_id: int, packet, mask_key: bytes | None) -> None:
+    """The reference of `_wire.append_ilp_frame`: the frame masked with `mask_key` (4 bytes)
+    when given, as a client writes, else unmasked."""
     packet_length = encode_length(len(packet))
     contents = len(_ILP_ENTRY_HEAD) + len(packet_length) + len(packet)
     head = _ENVELOPE.pack(frame_type, request_id) + encode_length(contents) + _ILP_ENTRY_HEAD + packet_length
-    writer.append_parts(out, OP_BINARY, (head, packet), len(head) + len(packet))
+    length = len(head) + len(packet)
+    if mask_key is not None:
+        if len(mask_key) != 4:
+            raise ValueError("mask_key must be 4 bytes or None")
+        out += frame_header(OP_BINARY, length, mask_key=mask_key)
+        out += masked(head + bytes(packet), mask_key)
+        return
+    out += frame_header(OP_BINARY, length)
+    out += head
+    out += packet
 
 
-def split_ilp_frame(view: memoryview) -> tuple[int, int, memoryview] | None:
+split_ilp_frame = _wire.split_ilp_frame
+
+
+def split_ilp_frame_py(view: memoryview) -> tuple[int, int, memoryview] | None:
     """(frame type, request id, packet) of a Message or Response whose only protocol data is
     `ilp`, read without building objects; None for anything else (decode it with the codec)."""
     if len(view) < 13 or view[0] not in (btp.MESSAGE, btp.RESPONSE):
@@ -47,6 +73,42 @@ def split_ilp_frame(view: memoryview) -> tuple[int, int, memoryview] | None:
     if packet_at + packet_length != len(view):
         return None
     return frame_type, request_id, view[packet_at:]
+
+
+ingress_records = _wire.ingress_records
+
+
+def ingress_records_py(messages: list, index: int, records: list, io_index: int, peer_index: int, conn_id: int,
+                       now_ns: int, max_body: int, outstanding: dict) -> int:
+    """The reference of `_wire.ingress_records`: from `messages[index:]` (as `FrameParser.parse`
+    returns them), each binary message that is a BTP Message carrying an ILP Prepare, or a
+    Response carrying a Fulfill or Reject whose request id `outstanding` holds (it is
+    popped), with a packet of at most `max_body` bytes, becomes an ingress record
+    appended to `records`.  Stops at the first message that is anything else and returns
+    its index (len(messages) when all were taken)."""
+    INGRESS.pack(0, io_index, peer_index, conn_id, 0, 0, now_ns)  # the same argument errors, up front
+    index = max(index, 0)
+    while index < len(messages):
+        opcode, payload = messages[index]
+        if opcode != OP_BINARY:
+            break
+        parts = split_ilp_frame_py(payload)
+        if parts is None:
+            break
+        frame_type, request_id, packet = parts
+        if not packet or len(packet) > max_body:
+            break
+        if frame_type == btp.MESSAGE:
+            if packet[0] != ilp.PREPARE:
+                break
+            kind = Ingress.PREPARE
+        else:
+            if packet[0] not in (ilp.FULFILL, ilp.REJECT) or outstanding.pop(request_id, None) is None:
+                break
+            kind = Ingress.REPLY
+        records.append(INGRESS.pack(kind, io_index, peer_index, conn_id, request_id, 0, now_ns) + packet)
+        index += 1
+    return index
 
 
 def append_btp(writer: FrameWriter, out: bytearray, frame: btp.Frame) -> None:

@@ -10,6 +10,9 @@ in place.  They stay valid until the next `writable()` or `feed()` (which may mo
 unparsed tail to the front), and like every memoryview in the connector they belong to
 the one thread that owns the parser (docs/runtime.md).
 
+Frame parsing runs in C (`_wire.parse_frames`); `parse_frames_py` is its reference and
+the tests hold the two to the same results and errors.
+
 Only what BTP needs is negotiated: no extensions (an offered permessage-deflate is
 declined), no subprotocol.  A peer that breaks the protocol gets a `ProtocolError`
 carrying the close code to send: 1002 protocol error, 1007 bad UTF-8, 1009 too big.
@@ -22,6 +25,8 @@ import binascii
 import hashlib
 import os
 import struct
+
+from ._wire import parse_frames
 
 # --- opcodes and close codes ------------------------------------------------------
 
@@ -325,6 +330,98 @@ def close_payload(code: int, reason: str = "") -> bytes:
 
 Message = tuple[int, "memoryview | bytes"]
 
+# parse_frames statuses: out of complete frames; stopped after a close frame; stopped at
+# the first frame of a fragmented message (the parser reassembles those itself).
+STATUS_MORE, STATUS_CLOSED, STATUS_FRAGMENT = 0, 1, 2
+
+
+def parse_frames_py(view: memoryview, start: int, end: int, expect_masked: bool, max_message_size: int,
+                    messages: list[Message]) -> tuple[int, int, int, tuple[int, str] | None]:
+    """Every complete frame of `view[start:end]` up to the first fragmented one, with no
+    fragmented message in progress: checks each header (as `FrameParser._check_header`),
+    unmasks payloads in place, checks text and close payloads, and appends
+    (opcode, payload slice of `view`) to `messages`.
+
+    Returns (pos, need, status, error): pos is the first byte not consumed (the frame that
+    failed, for a header error); need is the size of a frame whose header arrived but not
+    its payload (else 0); status one of STATUS_*; error None or (close code, reason), in
+    which case `messages` holds what came before.  The reference for `_wire.parse_frames`.
+    """
+    pos, need = start, 0
+    while end - pos >= 2:
+        b0, b1 = view[pos], view[pos + 1]
+        length, header = b1 & 0x7F, 2
+        if length == 126:
+            if end - pos < 4:
+                break
+            length, header = _U16.unpack_from(view, pos + 2)[0], 4
+        elif length == 127:
+            if end - pos < 10:
+                break
+            length, header = _U64.unpack_from(view, pos + 2)[0], 10
+            if length >> 63:
+                return pos, need, STATUS_MORE, (CLOSE_PROTOCOL_ERROR, "64-bit length with the top bit set")
+        masked = bool(b1 & 0x80)
+        if masked:
+            header += 4
+        opcode = b0 & 0x0F
+        error = _header_error(b0, masked, opcode, length, expect_masked, None, max_message_size)
+        if error is not None:
+            return pos, need, STATUS_MORE, error
+        if opcode in _DATA_OPCODES and not b0 & 0x80:
+            return pos, need, STATUS_FRAGMENT, None
+        total = header + length
+        if end - pos < total:
+            return pos, total, STATUS_MORE, None
+        payload = view[pos + header : pos + total]
+        if masked:
+            unmask_into(payload, bytes(view[pos + header - 4 : pos + header]))
+        pos, need = pos + total, 0
+        if opcode == OP_CLOSE:
+            try:
+                parse_close(payload)
+            except ProtocolError as exc:
+                return pos, need, STATUS_MORE, (exc.code, exc.reason)
+            messages.append((opcode, payload))
+            return pos, need, STATUS_CLOSED, None
+        if opcode == OP_TEXT:
+            try:
+                _checked(opcode, payload)
+            except ProtocolError as exc:
+                return pos, need, STATUS_MORE, (exc.code, exc.reason)
+        messages.append((opcode, payload))
+    return pos, need, STATUS_MORE, None
+
+
+def _header_error(b0: int, masked: bool, opcode: int, length: int, expect_masked: bool,
+                  fragments: int | None, max_message_size: int) -> tuple[int, str] | None:
+    """What is wrong with a frame header, as (close code, reason); `fragments` is the size
+    of the fragmented message in progress, None when there is none."""
+    if b0 & 0x70:
+        return CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension"
+    if masked != expect_masked:
+        return CLOSE_PROTOCOL_ERROR, ("client frames must be masked" if expect_masked
+                                      else "server frames must not be masked")
+    if opcode in _CONTROL_OPCODES:
+        if not b0 & 0x80:
+            return CLOSE_PROTOCOL_ERROR, "fragmented control frame"
+        if length > MAX_CONTROL_PAYLOAD:
+            return CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes"
+        return None
+    if opcode == OP_CONTINUATION:
+        if fragments is None:
+            return CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue"
+        so_far = fragments
+    elif opcode in _DATA_OPCODES:
+        if fragments is not None:
+            return CLOSE_PROTOCOL_ERROR, "new message before the fragmented one ended"
+        so_far = 0
+    else:
+        return CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}"
+    if so_far + length > max_message_size:
+        return CLOSE_MESSAGE_TOO_BIG, f"message of {so_far + length}+ bytes exceeds {max_message_size}"
+    return None
+
 
 class FrameParser:
     """Turns received bytes into whole messages, many per call.
@@ -426,6 +523,24 @@ class FrameParser:
         return messages
 
     def _parse_into(self, messages: list[Message]) -> None:
+        while True:
+            if self._fragments is None:  # the common case: whole frames, in C
+                pos, need, status, error = parse_frames(self._view, self._start, self._end, self.expect_masked,
+                                                        self.max_message_size, messages)
+                self._start, self._need = pos, need
+                if error is not None:
+                    raise ProtocolError(*error)
+                if status == STATUS_CLOSED:
+                    self.closed = True
+                    return
+                if status != STATUS_FRAGMENT:
+                    return
+            if not self._parse_fragmented(messages):
+                return
+
+    def _parse_fragmented(self, messages: list[Message]) -> bool:
+        """Frames one by one while a fragmented message is reassembled; True once it is
+        complete (and parsing may go on), False when out of bytes or closed."""
         buf, view, pos, end = self._buf, self._view, self._start, self._end
         while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
@@ -454,35 +569,18 @@ class FrameParser:
             pos += total
             self._start, self._need = pos, 0
             if self._deliver(b0 & 0x80, opcode, payload, messages):
-                return
+                return False
+            if self._fragments is None:
+                return True
         self._start = pos
+        return False
 
     def _check_header(self, b0: int, b1: int, opcode: int, length: int) -> None:
-        if b0 & 0x70:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension")
-        if bool(b1 & 0x80) != self.expect_masked:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR,
-                                "client frames must be masked" if self.expect_masked
-                                else "server frames must not be masked")
-        if opcode in _CONTROL_OPCODES:
-            if not b0 & 0x80:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
-            if length > MAX_CONTROL_PAYLOAD:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes")
-            return
-        if opcode == OP_CONTINUATION:
-            if self._fragments is None:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue")
-            so_far = len(self._fragments)
-        elif opcode in _DATA_OPCODES:
-            if self._fragments is not None:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new message before the fragmented one ended")
-            so_far = 0
-        else:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
-        if so_far + length > self.max_message_size:
-            raise ProtocolError(CLOSE_MESSAGE_TOO_BIG,
-                                f"message of {so_far + length}+ bytes exceeds {self.max_message_size}")
+        fragments = None if self._fragments is None else len(self._fragments)
+        error = _header_error(b0, bool(b1 & 0x80), opcode, length, self.expect_masked, fragments,
+                              self.max_message_size)
+        if error is not None:
+            raise ProtocolError(*error)
 
     def _deliver(self, fin: int, opcode: int, payload: memoryview, messages: list[Message]) -> bool:
         """Hand a complete frame on; True when parsing must stop (a close frame)."""
@@ -544,7 +642,8 @@ class FrameWriter:
         self._pool = b""
         self._pool_at = 0
 
-    def _key(self) -> bytes:
+    def next_key(self) -> bytes:
+        """A fresh 4-byte masking key."""
         if self._pool_at + 4 > len(self._pool):
             self._pool, self._pool_at = os.urandom(4096), 0
         at = self._pool_at
@@ -558,7 +657,7 @@ class FrameWriter:
     def append_parts(self, out: bytearray, opcode: int, parts, length: int, *, fin: bool = True) -> None:
         """Append one frame whose payload is the concatenation of `parts` (`length` bytes in all)."""
         if self.mask:
-            key = self._key()
+            key = self.next_key()
             out += frame_header(opcode, length, fin=fin, mask_key=key)
             out += masked(b"".join(parts), key)
             return
