@@ -1,16 +1,21 @@
 """The I/O thread: every peer socket, BTP over WebSocket, the ingress and egress rings.
 
-One `selectors` (epoll) loop owns an optional listening socket (peers that connect to
-us), client connections it dials and redials with backoff, and a `Waker` eventfd.  Each
-turn it
+One epoll loop owns an optional listening socket (peers that connect to us), client
+connections it dials and redials with backoff, and a `Waker` eventfd.  Each turn it
 
 1. reads each ready socket once, with `recv_into` into the connection's parser buffer,
    and handles every complete WebSocket message in it (BTP decode, auth, dispatch);
-2. publishes what the peers sent into the ingress ring, one claim per batch;
+2. publishes what the peers sent into the ingress ring, one claim per turn;
 3. drains its egress ring in batches, writing BTP frames into connections' output
    bytearrays (the ILP packet is copied once, from the slot into the buffer);
 4. flushes every connection with output using one `send` each (partial writes kept);
 5. runs timers: redials, handshake/auth and close deadlines, forgetting stale requests.
+
+The packet path is written for few Python operations per message: frames are parsed,
+unmasked and split in C (`_wire`, behind ws.py and btp_wire.py), a Prepare or a reply
+becomes its ingress record (header and packet, one bytes object) inline in the message
+loop, and the egress loop builds each outgoing frame with one C call.  Anything else
+(auth, control frames, errors, other BTP frames) takes the general path.
 
 The ingress ring is never waited on: when it is full, the records that did not fit are
 kept (copied) and no socket is read until they are published, so the thread keeps
@@ -26,7 +31,7 @@ import errno
 import hmac
 import logging
 import secrets
-import selectors
+import select
 import socket
 import threading
 import time
@@ -36,7 +41,7 @@ from connector.codec.errors import CodecError
 from connector.slots import EGRESS, HEADER_SIZE, INGRESS, Egress, Ingress
 from ringbuf import Ring, RingClosed
 
-from . import btp_wire
+from . import _wire, btp_wire
 from .config import CLIENT, SERVER, Peer, TransportConfig, parse_ws_url
 from .connection import Connection, PeerLink, State
 from .waker import Waker
@@ -57,8 +62,14 @@ from .ws import (
 
 log = logging.getLogger(__name__)
 
-_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
+_NOT_READ, _NOT_WRITE = ~select.EPOLLIN, ~select.EPOLLOUT
 _LISTENER, _WAKER = object(), object()
+_MAX_EVENTS = 256  # epoll events per turn; more wait for the next turn
+# Plain ints and objects for the per-record loops (enum attribute lookups cost more).
+_MESSAGE, _RESPONSE = btp.MESSAGE, btp.RESPONSE
+_OUT_PREPARE, _OUT_REPLY = int(Egress.PREPARE), int(Egress.REPLY)
+_OPEN = State.OPEN
 _SWEEP_INTERVAL = 0.05  # seconds between deadline scans
 _ACCEPTS_PER_TURN = 64
 _DUMMY_SECRET = secrets.token_bytes(32)  # compared against when the username is unknown
@@ -93,7 +104,8 @@ class IoThread:
         self.failure: BaseException | None = None
         self.stats = collections.Counter()  # read by tests and telemetry; written by this thread only
         # Everything below belongs to the I/O thread once it runs.
-        self._selector: selectors.BaseSelector | None = None
+        self._epoll: select.epoll | None = None
+        self._targets: dict[int, object] = {}  # registered fd -> its Connection, _WAKER or _LISTENER
         self._in: Ring | None = None
         self._out: Ring | None = None
         self._max_body = 0
@@ -101,7 +113,7 @@ class IoThread:
         self._current: dict[int, Connection] = {}  # peer index -> its authenticated connection
         self._next_conn_id = 1
         self._unauthenticated = 0
-        self._records: list[tuple] = []  # ingress records of this turn
+        self._records: list[bytes] = []  # ingress records of this turn: header + body
         self._stalled: collections.deque = collections.deque()  # records the full ingress ring refused
         self._dirty: list[Connection] = []
         self._next_sweep = 0.0
@@ -176,10 +188,12 @@ class IoThread:
         self._in = _own_handle(self._ingress_source)
         self._out = _own_handle(self._egress_source)
         self._max_body = self._in.slot_size - HEADER_SIZE
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.waker.fileno(), _READ, _WAKER)
+        self._epoll = select.epoll()
+        self._epoll.register(self.waker.fileno(), _READ)
+        self._targets[self.waker.fileno()] = _WAKER
         if self._listener is not None:
-            self._selector.register(self._listener, _READ, _LISTENER)
+            self._epoll.register(self._listener.fileno(), _READ)
+            self._targets[self._listener.fileno()] = _LISTENER
 
     def _shutdown(self) -> None:
         for conn in list(self._connections.values()):
@@ -195,8 +209,8 @@ class IoThread:
 
     def _release(self) -> None:
         self._close_listener()
-        if self._selector is not None:
-            self._selector.close()
+        if self._epoll is not None:
+            self._epoll.close()
         for ring in (self._in, self._out):
             if ring is not None:
                 ring.detach()
@@ -211,15 +225,22 @@ class IoThread:
 
     def _turn(self) -> None:
         self.stats["turns"] += 1
-        for key, events in self._selector.select(self._poll_timeout()):
-            target = key.data
+        targets = self._targets
+        # Resolved before any is handled: a socket closed in this turn may free its fd
+        # for one accepted or dialled in the same turn.
+        ready = [(targets.get(fd), flags) for fd, flags in self._epoll.poll(self._poll_timeout(), _MAX_EVENTS)]
+        for target, flags in ready:
             if target is _WAKER:
                 self.waker.consume()
             elif target is _LISTENER:
                 self._accept()
-            else:
-                self._on_ready(target, events)
-        self._retry_stalled()
+            elif target is not None:
+                # as `selectors` reads epoll: errors and hang-ups wake both directions
+                events = ((_WRITE if flags & _NOT_READ else 0) | (_READ if flags & _NOT_WRITE else 0)) & target.interest
+                if events:
+                    self._on_ready(target, events)
+        if self._stalled:
+            self._retry_stalled()
         more_egress = self._drain_egress()
         self._publish()
         self._flush_dirty()
@@ -254,7 +275,6 @@ class IoThread:
         except Exception:  # a bug must cost one connection, not the thread
             log.exception("connection failed", extra=conn.log_fields())
             self._teardown(conn, "internal error")
-        self._publish()
 
     # ================================================================= accepting and dialling
 
@@ -392,26 +412,54 @@ class IoThread:
 
     def _on_messages(self, conn: Connection) -> None:
         parser = conn.parser
-        now_ns = time.monotonic_ns()
-        for opcode, payload in parser.parse():
-            if conn.state is State.CLOSED:
-                return
-            if opcode == OP_BINARY:
-                self.stats["frames_in"] += 1
-                self._on_btp(conn, payload, now_ns)
-            elif opcode == OP_PING:
-                conn.writer.append(conn.out, OP_PONG, payload)
-                self._mark_dirty(conn)
-            elif opcode == OP_CLOSE:
-                self._on_close_frame(conn, payload)
-                return
-            elif opcode == OP_TEXT:
-                self._close(conn, CLOSE_UNSUPPORTED_DATA, "BTP is carried in binary messages")
-                return
-            # OP_PONG: nothing to do
+        messages = parser.parse()
+        if messages:
+            self._handle_messages(conn, messages)
         if parser.failure is not None and conn.state is not State.CLOSED:
             log.info("WebSocket protocol error", extra={**conn.log_fields(), "error": str(parser.failure)})
             self._close(conn, parser.failure.code, parser.failure.reason)
+
+    def _handle_messages(self, conn: Connection, messages: list) -> None:
+        """Each message in turn.  While the connection is open, runs of packet-path messages
+        (a BTP Message carrying a Prepare, a Response carrying a Fulfill or Reject to one of
+        our requests) become ingress records in one C call; any other message goes through
+        the general path (`_on_message`: auth, control frames, errors, other BTP frames)."""
+        now_ns = time.monotonic_ns()
+        records, total, index, frames_in = self._records, len(messages), 0, 0
+        try:
+            while index < total:
+                if conn.state is _OPEN:
+                    taken = _wire.ingress_records(messages, index, records, self.config.io_index, conn.peer.index,
+                                                  conn.id, now_ns, self._max_body, conn.outstanding)
+                    frames_in += taken - index
+                    index = taken
+                    if index == total:
+                        break
+                opcode, payload = messages[index]
+                if not self._on_message(conn, opcode, payload, now_ns):
+                    return
+                frames_in += opcode == OP_BINARY
+                index += 1
+        finally:
+            self.stats["frames_in"] += frames_in
+
+    def _on_message(self, conn: Connection, opcode: int, payload, now_ns: int) -> bool:
+        """One message by the general path; False when the rest must be ignored."""
+        if conn.state is State.CLOSED:
+            return False
+        if opcode == OP_BINARY:
+            self._on_btp(conn, payload, now_ns)
+        elif opcode == OP_PING:
+            conn.writer.append(conn.out, OP_PONG, payload)
+            self._mark_dirty(conn)
+        elif opcode == OP_CLOSE:
+            self._on_close_frame(conn, payload)
+            return False
+        elif opcode == OP_TEXT:
+            self._close(conn, CLOSE_UNSUPPORTED_DATA, "BTP is carried in binary messages")
+            return False
+        # OP_PONG: nothing to do
+        return True
 
     def _on_close_frame(self, conn: Connection, payload) -> None:
         code, reason = parse_close(payload)
@@ -474,7 +522,7 @@ class IoThread:
         if len(packet) > self._max_body:
             return self._answer_ilp(conn, request_id, self._reject(
                 ilp.F01_INVALID_PACKET, f"ILP packet over {self._max_body} bytes"))
-        self._records.append((Ingress.PREPARE, conn.peer.index, conn.id, request_id, now_ns, packet))
+        self._records.append(self._record(Ingress.PREPARE, conn.peer.index, conn.id, request_id, now_ns, packet))
 
     def _on_reply(self, conn: Connection, request_id: int, now_ns: int, *, packet=None,
                   error: btp.BtpError | None = None) -> None:
@@ -489,7 +537,11 @@ class IoThread:
             body = self._reject(ilp.F00_BAD_REQUEST, f"peer {conn.peer.name} answered without an ILP Fulfill or Reject")
         else:
             body = packet
-        self._records.append((Ingress.REPLY, conn.peer.index, conn.id, request_id, now_ns, body))
+        self._records.append(self._record(Ingress.REPLY, conn.peer.index, conn.id, request_id, now_ns, body))
+
+    def _record(self, kind: int, peer_index: int, conn_id: int, request_id: int, ns: int, body=b"") -> bytes:
+        """An ingress record: its header, then `body` (copied)."""
+        return INGRESS.pack(kind, self.config.io_index, peer_index, conn_id, request_id, 0, ns) + body
 
     def _reject(self, code: str, message: str) -> bytes:
         return ilp.encode_reject(ilp.Reject(code, self.config.ilp_address, message[:1000]))
@@ -561,7 +613,7 @@ class IoThread:
         conn.up_since = time.monotonic()
         conn.reported_up = True
         self._current[peer.index] = conn
-        self._records.append((Ingress.PEER_UP, peer.index, conn.id, 0, time.monotonic_ns(), b""))
+        self._records.append(self._record(Ingress.PEER_UP, peer.index, conn.id, 0, time.monotonic_ns()))
         log.info("peer connected", extra=conn.log_fields())
 
     def _report_down(self, conn: Connection) -> None:
@@ -569,13 +621,13 @@ class IoThread:
             del self._current[conn.peer.index]
         if conn.reported_up:
             conn.reported_up = False
-            self._records.append((Ingress.PEER_DOWN, conn.peer.index, conn.id, 0, time.monotonic_ns(), b""))
+            self._records.append(self._record(Ingress.PEER_DOWN, conn.peer.index, conn.id, 0, time.monotonic_ns()))
             log.info("peer disconnected", extra={**conn.log_fields(), "in_flight": len(conn.outstanding)})
 
     # ================================================================= ingress ring
 
     def _publish(self) -> None:
-        """Publish this turn's records; what does not fit waits (copied) in `_stalled`."""
+        """Publish this turn's records; what does not fit waits in `_stalled`."""
         records = self._records
         if not records:
             return
@@ -583,34 +635,32 @@ class IoThread:
         if self._stalled:
             self._stall(records, 0)
             return
-        done = self._put_records(records, 0)
+        done = self._put_records(records)
         if done < len(records):
             self._stall(records, done)
 
-    def _put_records(self, records, done: int) -> int:
-        ring, io_index, pack_into = self._in, self.config.io_index, INGRESS.pack_into
+    def _put_records(self, records: list[bytes]) -> int:
+        """Copy records into the ingress ring, in order, as far as they fit; how many went."""
+        ring, total, done = self._in, len(records), 0
+        write = ring.write
         try:
-            while done < len(records):
-                first, count = ring.try_claim(len(records) - done)
+            while done < total:
+                first, count = ring.try_claim(total - done)
                 if not count:
                     break
-                for position in range(first, first + count):
-                    kind, peer, conn_id, request_id, ns, body = records[done]
-                    slot = ring.slot(position)
-                    pack_into(slot, 0, kind, io_index, peer, conn_id, request_id, 0, ns)
-                    slot[HEADER_SIZE : HEADER_SIZE + len(body)] = body
-                    ring.set_length(position, HEADER_SIZE + len(body))
-                    done += 1
+                for i in range(count):
+                    write(first + i, records[done + i])
                 ring.publish(first, count)
+                done += count
         except RingClosed:
-            log.warning("ingress ring closed; records dropped", extra={"count": len(records) - done})
-            return len(records)
+            log.warning("ingress ring closed; records dropped", extra={"count": total - done})
+            return total
         self.stats["ingress_records"] += done
         return done
 
-    def _stall(self, records, done: int) -> None:
+    def _stall(self, records: list[bytes], done: int) -> None:
         was_flowing = not self._stalled
-        self._stalled.extend(record[:5] + (bytes(record[5]),) for record in records[done:])
+        self._stalled.extend(records[done:])
         if was_flowing:
             self.stats["ingress_stalls"] += 1
             log.warning("ingress ring full: reading paused", extra={"waiting": len(self._stalled)})
@@ -624,7 +674,7 @@ class IoThread:
         if not self._stalled:
             return
         records = list(self._stalled)
-        done = self._put_records(records, 0)
+        done = self._put_records(records)
         for _ in range(done):
             self._stalled.popleft()
         if not self._stalled:
@@ -636,20 +686,55 @@ class IoThread:
     def _drain_egress(self) -> bool:
         """Move egress records into connection buffers; True if more are probably waiting."""
         ring, batch = self._out, self.config.egress_batch
-        for _ in range(self.config.egress_batches_per_turn):
-            first, count = ring.try_consume(batch)
-            if not count:
-                return False
+        first, count = ring.try_consume(batch)
+        if not count:
+            return False
+        view_of, unpack, append = ring.view, EGRESS.unpack_from, _wire.append_ilp_frame
+        current, connections, dirty = self._current, self._connections, self._dirty
+        soft_limit, stats = self.config.output_soft_limit, self.stats
+        out_prepare, out_reply, open_, message, response = _OUT_PREPARE, _OUT_REPLY, _OPEN, _MESSAGE, _RESPONSE
+        header_size = HEADER_SIZE
+        for turn in range(self.config.egress_batches_per_turn):
+            if turn:
+                first, count = ring.try_consume(batch)
+                if not count:
+                    return False
             now = time.monotonic()
+            frames_out = 0
             try:
                 for position in range(first, first + count):
-                    self._on_egress(ring.view(position), now)
+                    view = view_of(position)
+                    kind, _, peer_index, conn_id, request_id, _, _ = unpack(view, 0)
+                    # the packet path: a Prepare or a reply for an open connection, one C call
+                    if kind == out_prepare or kind == out_reply:
+                        conn = current.get(peer_index) if conn_id == 0 else connections.get(conn_id)
+                        if conn is not None and conn.state is open_ and conn.peer.index == peer_index:
+                            if kind == out_prepare:
+                                frame_type = message
+                                if conn.outstanding.setdefault(request_id, now) != now:
+                                    log.warning("request id reused while outstanding",
+                                                extra={**conn.log_fields(), "request_id": request_id})
+                            else:
+                                frame_type = response
+                            writer, out = conn.writer, conn.out
+                            append(out, frame_type, request_id, view[header_size:],
+                                   writer.next_key() if writer.mask else None)
+                            frames_out += 1
+                            if not conn.dirty:
+                                conn.dirty = True
+                                dirty.append(conn)
+                            if len(out) > soft_limit:
+                                self._mark_dirty(conn)
+                            continue
+                    self._on_egress(view, now)
             finally:
                 ring.release(first, count)
-            self.stats["egress_records"] += count
+                stats["frames_out"] += frames_out
+            stats["egress_records"] += count
         return True
 
     def _on_egress(self, view: memoryview, now: float) -> None:
+        """One egress record by the general path (closes, unreachable peers, unknown kinds)."""
         kind, _, peer_index, conn_id, request_id, _, entered_ns = EGRESS.unpack_from(view, 0)
         body = view[HEADER_SIZE:]
         conn = self._current.get(peer_index) if conn_id == 0 else self._connections.get(conn_id)
@@ -677,7 +762,7 @@ class IoThread:
         if kind == Egress.PREPARE:
             self.stats["unreachable"] += 1
             body = self._reject(ilp.T01_PEER_UNREACHABLE, f"peer {name} is not connected")
-            self._records.append((Ingress.REPLY, peer_index, conn_id, request_id, time.monotonic_ns(), body))
+            self._records.append(self._record(Ingress.REPLY, peer_index, conn_id, request_id, time.monotonic_ns(), body))
         elif kind == Egress.REPLY:
             log.info("reply dropped: its connection is gone",
                      extra={"peer": name, "connection_id": conn_id, "request_id": request_id})
@@ -696,6 +781,8 @@ class IoThread:
                 self._set_interest(conn)
 
     def _flush_dirty(self) -> None:
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.dirty = False
@@ -714,7 +801,9 @@ class IoThread:
                 return
             del conn.out[:sent]
             self.stats["bytes_out"] += sent
-        if conn.state is not State.CLOSED:
+        # (reading, nothing left to write: the interest is already right)
+        if conn.state is not State.CLOSED and (conn.out or conn.interest != _READ or self._stalled
+                                               or conn.state is State.CONNECTING):
             self._set_interest(conn)
 
     def _set_interest(self, conn: Connection) -> None:
@@ -728,12 +817,17 @@ class IoThread:
         if wanted == conn.interest:
             return
         if conn.interest == 0:
-            self._selector.register(conn.fd, wanted, conn)
+            self._epoll.register(conn.fd, wanted)
+            self._targets[conn.fd] = conn
         elif wanted == 0:
-            self._selector.unregister(conn.fd)
+            self._unregister(conn)
         else:
-            self._selector.modify(conn.fd, wanted, conn)
+            self._epoll.modify(conn.fd, wanted)
         conn.interest = wanted
+
+    def _unregister(self, conn: Connection) -> None:
+        self._epoll.unregister(conn.fd)
+        del self._targets[conn.fd]
 
     # ================================================================= closing
 
@@ -761,7 +855,7 @@ class IoThread:
             self._unauthenticated -= 1
         conn.state = State.CLOSED
         if conn.interest:
-            self._selector.unregister(conn.fd)
+            self._unregister(conn)
             conn.interest = 0
         conn.sock.close()
         self._connections.pop(conn.id, None)
