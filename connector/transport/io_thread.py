@@ -109,6 +109,7 @@ class IoThread:
         self._in: Ring | None = None
         self._out: Ring | None = None
         self._max_body = 0
+        self._egress_batch = self._egress_batches = self._soft_limit = 0  # from config, in _open
         self._connections: dict[int, Connection] = {}
         self._current: dict[int, Connection] = {}  # peer index -> its authenticated connection
         self._next_conn_id = 1
@@ -188,6 +189,9 @@ class IoThread:
         self._in = _own_handle(self._ingress_source)
         self._out = _own_handle(self._egress_source)
         self._max_body = self._in.slot_size - HEADER_SIZE
+        config = self.config
+        self._egress_batch, self._egress_batches = config.egress_batch, config.egress_batches_per_turn
+        self._soft_limit = config.output_soft_limit
         self._epoll = select.epoll()
         self._epoll.register(self.waker.fileno(), _READ)
         self._targets[self.waker.fileno()] = _WAKER
@@ -242,8 +246,10 @@ class IoThread:
         if self._stalled:
             self._retry_stalled()
         more_egress = self._drain_egress()
-        self._publish()
-        self._flush_dirty()
+        if self._records:
+            self._publish()
+        if self._dirty:
+            self._flush_dirty()
         self._run_timers(time.monotonic())
         self._busy = more_egress
 
@@ -352,7 +358,8 @@ class IoThread:
         if conn.state is State.HANDSHAKE:
             self._read_handshake(conn)
             return
-        tail = conn.parser.writable()
+        parser = conn.parser
+        tail = parser.writable()
         try:
             count = conn.sock.recv_into(tail)
         except (BlockingIOError, InterruptedError):
@@ -366,7 +373,7 @@ class IoThread:
             self._teardown(conn, "peer closed the TCP connection")
             return
         self.stats["bytes_in"] += count
-        conn.parser.advance(count)
+        parser.advance(count)
         self._on_messages(conn)
 
     def _read_handshake(self, conn: Connection) -> None:
@@ -685,16 +692,16 @@ class IoThread:
 
     def _drain_egress(self) -> bool:
         """Move egress records into connection buffers; True if more are probably waiting."""
-        ring, batch = self._out, self.config.egress_batch
+        ring, batch = self._out, self._egress_batch
         first, count = ring.try_consume(batch)
         if not count:
             return False
         view_of, unpack, append = ring.view, EGRESS.unpack_from, _wire.append_ilp_frame
         current, connections, dirty = self._current, self._connections, self._dirty
-        soft_limit, stats = self.config.output_soft_limit, self.stats
+        soft_limit, stats = self._soft_limit, self.stats
         out_prepare, out_reply, open_, message, response = _OUT_PREPARE, _OUT_REPLY, _OPEN, _MESSAGE, _RESPONSE
         header_size = HEADER_SIZE
-        for turn in range(self.config.egress_batches_per_turn):
+        for turn in range(self._egress_batches):
             if turn:
                 first, count = ring.try_consume(batch)
                 if not count:
@@ -781,29 +788,29 @@ class IoThread:
                 self._set_interest(conn)
 
     def _flush_dirty(self) -> None:
-        if not self._dirty:
-            return
         dirty, self._dirty = self._dirty, []
+        closed = State.CLOSED
         for conn in dirty:
             conn.dirty = False
-            if conn.state is not State.CLOSED:
+            if conn.state is not closed:
                 self._flush(conn)
 
     def _flush(self, conn: Connection) -> None:
         """One `send` of everything queued; what the kernel did not take waits for EVENT_WRITE."""
-        if conn.out:
+        out = conn.out
+        if out:
             try:
-                sent = conn.sock.send(conn.out)
+                sent = conn.sock.send(out)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
                 self._teardown(conn, f"send failed: {exc}")
                 return
-            del conn.out[:sent]
+            del out[:sent]
             self.stats["bytes_out"] += sent
         # (reading, nothing left to write: the interest is already right)
-        if conn.state is not State.CLOSED and (conn.out or conn.interest != _READ or self._stalled
-                                               or conn.state is State.CONNECTING):
+        state = conn.state
+        if state is not State.CLOSED and (out or conn.interest != _READ or self._stalled or state is State.CONNECTING):
             self._set_interest(conn)
 
     def _set_interest(self, conn: Connection) -> None:

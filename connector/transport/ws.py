@@ -458,17 +458,19 @@ class FrameParser:
 
     def writable(self, min_free: int = 4096) -> memoryview:
         """The free tail of the receive buffer, for `recv_into`; invalidates earlier payloads."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        pending = self._end - self._start
+        start, end, need = self._start, self._end, self._need
+        if start == end:
+            self._start = self._end = start = end = 0
+        pending = end - start
         # Room for the rest of a partly received frame is enough; otherwise min_free.
-        want_free = min(min_free, self._need - pending) if self._need > pending else min_free
+        want_free = min(min_free, need - pending) if need > pending else min_free
         capacity = len(self._buf)
-        if capacity - self._end < want_free or capacity - self._start < self._need:
-            while capacity - pending < want_free or capacity < self._need:
+        if capacity - end < want_free or capacity - start < need:
+            while capacity - pending < want_free or capacity < need:
                 capacity *= 2
             self._compact(capacity)
-        return self._view[self._end :]
+            end = self._end
+        return self._view[end:]
 
     def reserve(self, capacity: int) -> None:
         """Grow the receive buffer to at least `capacity` bytes (e.g. once a peer has authenticated)."""
@@ -517,7 +519,18 @@ class FrameParser:
         if self.failure is not None or self.closed:
             return messages
         try:
-            self._parse_into(messages)
+            if self._fragments is None:  # the common case, inline: whole frames, in C
+                pos, need, status, error = parse_frames(self._view, self._start, self._end, self.expect_masked,
+                                                        self.max_message_size, messages)
+                self._start, self._need = pos, need
+                if error is not None:
+                    raise ProtocolError(*error)
+                if status == STATUS_CLOSED:
+                    self.closed = True
+                elif status == STATUS_FRAGMENT and self._parse_fragmented(messages):
+                    self._parse_into(messages)
+            else:
+                self._parse_into(messages)
         except ProtocolError as error:
             self.failure = error
         return messages
