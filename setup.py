@@ -11,5 +11,6 @@ setup(
         Extension("ringbuf._core", sources=["ringbuf/_core.c"], extra_compile_args=FLAGS),
         Extension("connector.transport._wire", sources=["connector/transport/_wire.c"], extra_compile_args=FLAGS),
         Extension("connector.ledger._fastpath", sources=["connector/ledger/_fastpath.c"], extra_compile_args=FLAGS),
+        Extension("connector.codec._prepare", sources=["connector/codec/_prepare.c"], extra_compile_args=FLAGS),
     ]
 )

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime
 
+from ._prepare import prepare_layout
 from .address import is_valid_address, is_valid_address_bytes, validate_address
 from .errors import CodecError
 from .oer import (
@@ -305,16 +306,17 @@ class PrepareView:
     :meth:`set_expires_at` rewrite those fields in place.
     """
 
-    __slots__ = ("_view", "_base", "_destination_start", "_data_at")
+    __slots__ = ("_view", "_base", "_destination_start", "_data_at", "_expires_at_ms")
 
     def __init__(self, buffer: Buffer) -> None:
         view = as_view(buffer)
-        base, destination_start, data_at, _ = _prepare_layout(view)
-        decode_timestamp_ms(view[base + _EXPIRY_AT : base + _CONDITION_AT])
+        layout = prepare_layout(view)  # C, one pass; None: the checks below decide
+        if layout is None:
+            base, destination_start, data_at, _ = _prepare_layout(view)
+            layout = base, destination_start, data_at, decode_timestamp_ms(
+                view[base + _EXPIRY_AT : base + _CONDITION_AT])
         self._view = view
-        self._base = base
-        self._destination_start = destination_start
-        self._data_at = data_at
+        self._base, self._destination_start, self._data_at, self._expires_at_ms = layout
 
     @property
     def buffer(self) -> memoryview:
@@ -328,8 +330,7 @@ class PrepareView:
     @property
     def expires_at_ms(self) -> int:
         """Expiry in milliseconds since the Unix epoch."""
-        base = self._base
-        return decode_timestamp_ms(self._view[base + _EXPIRY_AT : base + _CONDITION_AT])
+        return self._expires_at_ms
 
     @property
     def expires_at(self) -> datetime:
@@ -358,9 +359,11 @@ class PrepareView:
 
     def set_expires_at_ms(self, epoch_ms: int) -> None:
         _write_expiry(self._view, self._base, encode_timestamp_ms(epoch_ms))
+        self._expires_at_ms = epoch_ms
 
     def set_expires_at(self, when: datetime) -> None:
         _write_expiry(self._view, self._base, encode_timestamp(when))
+        self._expires_at_ms = datetime_to_ms(when)
 
     def to_prepare(self) -> Prepare:
         return Prepare(
