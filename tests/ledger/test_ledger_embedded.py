@@ -95,6 +95,11 @@ def test_group_commit_batches_grow_under_concurrent_load(db_path):
     report = audit(db_path)
     assert report.ok, report.problems
     assert report.ledgers[1]["debits_posted"] == 3 * per_thread
+    assert len(report.posted_pending_ids) == 3 * per_thread
+    sums_only = audit(db_path, outcomes=False)  # the long-run audit: same checks, no id sets
+    assert sums_only.ok and not sums_only.posted_pending_ids and not sums_only.pending_references
+    assert (sums_only.ledgers, sums_only.transfers, sums_only.batches) == (report.ledgers, report.transfers,
+                                                                          report.batches)
 
 
 def test_balances_survive_restart_and_pending_is_voided(db_path):
