@@ -119,6 +119,7 @@ class LedgerConfig:
     max_batch_transfers: int
     tigerbeetle: TigerBeetleConfig | None  # set when backend is tigerbeetle
     commit_interval_ms: float = 2.0  # embedded: least time between two group commits
+    recent_ids: int = 262_144  # embedded: resolved transfer ids remembered for idempotent retries
 
 
 @dataclass(frozen=True, slots=True)

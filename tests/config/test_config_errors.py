@@ -77,6 +77,7 @@ CASES = [
     ({"expiry.max_hold_time_ms": 500}, "expiry.max_hold_time_ms", "greater than min_message_window_ms"),
     ({"ledger.backend": "postgres"}, "ledger.backend", "one of embedded, tigerbeetle"),
     ({"ledger.max_batch_transfers": 9000}, "ledger.max_batch_transfers", "at most 8189"),
+    ({"ledger.recent_ids": 100}, "ledger.recent_ids", "at least 1024"),
     ({"ledger.backend": "tigerbeetle"}, "ledger.addresses", "is required"),
     ({"ledger.addresses": ["3000"]}, "ledger.addresses", "only applies when backend is tigerbeetle"),
     ({"telemetry.log_format": "xml"}, "telemetry.log_format", "one of json, text"),
