@@ -405,13 +405,20 @@ new_transfer(EngineObject *self, PyObject *values[TRANSFER_FIELDS])
     return t;
 }
 
+/* The timeout wheel of a pending transfer (its debit account's stripe's) and the key of
+ * its expiry second (a new reference, NULL on error). */
+static PyObject *
+wheel_slot(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObject **wheel)
+{
+    *wheel = PyTuple_GET_ITEM(self->wheels, (Py_ssize_t)stripe_of(debit_account_id, self->mask));
+    return PyLong_FromUnsignedLongLong(expires_at / NS_PER_S);
+}
+
 static int
 wheel_add(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObject *pending_id)
 {
-    PyObject *wheel = PyTuple_GET_ITEM(self->wheels, (Py_ssize_t)stripe_of(debit_account_id, self->mask));
-    PyObject *second = PyLong_FromUnsignedLongLong(expires_at / NS_PER_S);
+    PyObject *wheel, *second = wheel_slot(self, debit_account_id, expires_at, &wheel), *bucket;
     if (second == NULL) return -1;
-    PyObject *bucket;
     int rc = PyDict_GetItemRef(wheel, second, &bucket);
     if (rc == 0) {
         bucket = PySet_New(NULL);
@@ -430,10 +437,8 @@ wheel_add(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObje
 static int
 wheel_remove(EngineObject *self, u128 debit_account_id, uint64_t expires_at, PyObject *pending_id)
 {
-    PyObject *wheel = PyTuple_GET_ITEM(self->wheels, (Py_ssize_t)stripe_of(debit_account_id, self->mask));
-    PyObject *second = PyLong_FromUnsignedLongLong(expires_at / NS_PER_S);
+    PyObject *wheel, *second = wheel_slot(self, debit_account_id, expires_at, &wheel), *bucket;
     if (second == NULL) return -1;
-    PyObject *bucket;
     int rc = PyDict_GetItemRef(wheel, second, &bucket);
     if (rc > 0) {
         rc = PySet_Discard(bucket, pending_id);
@@ -516,8 +521,12 @@ apply_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uin
             result = 0;
             goto done;
         }
+        if (t[i].timeout > UINT64_MAX) {  /* (so the product below cannot overflow) */
+            result = 0;
+            goto done;
+        }
         u128 at = t[i].timeout ? (u128)now + t[i].timeout * NS_PER_S : 0;
-        if (t[i].timeout > UINT64_MAX || at > UINT64_MAX) {
+        if (at > UINT64_MAX) {
             result = 0;
             goto done;
         }

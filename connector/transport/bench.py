@@ -52,28 +52,39 @@ def _prepare(size: int) -> bytes:
         execution_condition=bytes(32), destination="g.bench.receiver", data=b"d" * size))
 
 
-def _echo_worker(ingress: Ring, egress: Ring, io: IoThread, fulfill: bytes, stop: threading.Event) -> None:
-    """Answer every Prepare with a Fulfill, in batches, like a worker that always fulfils."""
+def _batch_worker(ingress: Ring, egress: Ring, io: IoThread, stop: threading.Event, answer) -> None:
+    """Take ingress records in batches; `answer(view, out)` appends the egress records each
+    one gives; publish them and wake the I/O thread, like a worker."""
     ingress, egress = ingress.handle(), egress.handle()
     try:
         while not stop.is_set():
             first, count = ingress.consume(256, timeout=0.1)
             if not count:
                 continue
-            replies = []
+            out: list[bytes] = []
             for position in range(first, first + count):
-                kind, _, peer, conn, request_id, _, ns = INGRESS.unpack_from(ingress.view(position), 0)
-                if kind == Ingress.PREPARE:
-                    replies.append(EGRESS.pack(Egress.REPLY, 0, peer, conn, request_id, 0, ns) + fulfill)
+                with ingress.view(position) as view:
+                    answer(view, out)
             ingress.release(first, count)
-            if replies:
-                egress.put_many(replies, timeout=5)
+            if out:
+                egress.put_many(out, timeout=5)
                 io.waker.wake()
     except RingClosed:
         pass
     finally:
         ingress.detach()
         egress.detach()
+
+
+def _echo_worker(ingress: Ring, egress: Ring, io: IoThread, fulfill: bytes, stop: threading.Event) -> None:
+    """Answer every Prepare with a Fulfill, like a worker that always fulfils."""
+
+    def answer(view, out: list[bytes]) -> None:
+        kind, _, peer, conn, request_id, _, ns = INGRESS.unpack_from(view, 0)
+        if kind == Ingress.PREPARE:
+            out.append(EGRESS.pack(Egress.REPLY, 0, peer, conn, request_id, 0, ns) + fulfill)
+
+    _batch_worker(ingress, egress, io, stop, answer)
 
 
 class _Client:
@@ -180,36 +191,22 @@ def thread_cpu_ns(native_id: int) -> int:
 
 def _forward_worker(ingress: Ring, egress: Ring, io: IoThread, stop: threading.Event) -> None:
     """Prepares of peer 0 go to peer 1 under a request id of ours; peer 1's replies go back."""
-    ingress, egress = ingress.handle(), egress.handle()
     pending: dict[int, tuple[int, int]] = {}  # our request id -> (sender's connection, its request id)
     next_id = 1
-    try:
-        while not stop.is_set():
-            first, count = ingress.consume(256, timeout=0.1)
-            if not count:
-                continue
-            out = []
-            for position in range(first, first + count):
-                with ingress.view(position) as view:
-                    kind, _, peer, conn, request_id, _, ns = INGRESS.unpack_from(view, 0)
-                    body = bytes(view[HEADER_SIZE:])
-                if kind == Ingress.PREPARE:
-                    pending[next_id] = (conn, request_id)
-                    out.append(EGRESS.pack(Egress.PREPARE, 0, 1, 0, next_id, 0, ns) + body)
-                    next_id = next_id % 0xFFFFFFFF + 1
-                elif kind == Ingress.REPLY:
-                    origin = pending.pop(request_id, None)
-                    if origin is not None:
-                        out.append(EGRESS.pack(Egress.REPLY, 0, 0, origin[0], origin[1], 0, ns) + body)
-            ingress.release(first, count)
-            if out:
-                egress.put_many(out, timeout=5)
-                io.waker.wake()
-    except RingClosed:
-        pass
-    finally:
-        ingress.detach()
-        egress.detach()
+
+    def answer(view, out: list[bytes]) -> None:
+        nonlocal next_id
+        kind, _, peer, conn, request_id, _, ns = INGRESS.unpack_from(view, 0)
+        if kind == Ingress.PREPARE:
+            pending[next_id] = (conn, request_id)
+            out.append(EGRESS.pack(Egress.PREPARE, 0, 1, 0, next_id, 0, ns) + view[HEADER_SIZE:])
+            next_id = next_id % 0xFFFFFFFF + 1
+        elif kind == Ingress.REPLY:
+            origin = pending.pop(request_id, None)
+            if origin is not None:
+                out.append(EGRESS.pack(Egress.REPLY, 0, 0, origin[0], origin[1], 0, ns) + view[HEADER_SIZE:])
+
+    _batch_worker(ingress, egress, io, stop, answer)
 
 
 class _Connection:

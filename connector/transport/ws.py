@@ -350,20 +350,14 @@ def parse_frames_py(view: memoryview, start: int, end: int, expect_masked: bool,
     pos, need = start, 0
     while end - pos >= 2:
         b0, b1 = view[pos], view[pos + 1]
-        length, header = b1 & 0x7F, 2
-        if length == 126:
-            if end - pos < 4:
-                break
-            length, header = _U16.unpack_from(view, pos + 2)[0], 4
-        elif length == 127:
-            if end - pos < 10:
-                break
-            length, header = _U64.unpack_from(view, pos + 2)[0], 10
-            if length >> 63:
-                return pos, need, STATUS_MORE, (CLOSE_PROTOCOL_ERROR, "64-bit length with the top bit set")
+        try:
+            sizes = _frame_sizes(view, pos, end)
+        except ProtocolError as exc:
+            return pos, need, STATUS_MORE, (exc.code, exc.reason)
+        if sizes is None:
+            break
+        length, header = sizes
         masked = bool(b1 & 0x80)
-        if masked:
-            header += 4
         opcode = b0 & 0x0F
         error = _header_error(b0, masked, opcode, length, expect_masked, None, max_message_size)
         if error is not None:
@@ -391,6 +385,24 @@ def parse_frames_py(view: memoryview, start: int, end: int, expect_masked: bool,
                 return pos, need, STATUS_MORE, (exc.code, exc.reason)
         messages.append((opcode, payload))
     return pos, need, STATUS_MORE, None
+
+
+def _frame_sizes(buf, pos: int, end: int) -> tuple[int, int] | None:
+    """(payload length, header length with any mask key) of the frame at `pos`, or None
+    while its header is incomplete; ProtocolError for a 64-bit length with the top bit."""
+    b1 = buf[pos + 1]
+    length, header = b1 & 0x7F, 2
+    if length == 126:
+        if end - pos < 4:
+            return None
+        length, header = _U16.unpack_from(buf, pos + 2)[0], 4
+    elif length == 127:
+        if end - pos < 10:
+            return None
+        length, header = _U64.unpack_from(buf, pos + 2)[0], 10
+        if length >> 63:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "64-bit length with the top bit set")
+    return length, header + 4 if b1 & 0x80 else header
 
 
 def _header_error(b0: int, masked: bool, opcode: int, length: int, expect_masked: bool,
@@ -519,18 +531,7 @@ class FrameParser:
         if self.failure is not None or self.closed:
             return messages
         try:
-            if self._fragments is None:  # the common case, inline: whole frames, in C
-                pos, need, status, error = parse_frames(self._view, self._start, self._end, self.expect_masked,
-                                                        self.max_message_size, messages)
-                self._start, self._need = pos, need
-                if error is not None:
-                    raise ProtocolError(*error)
-                if status == STATUS_CLOSED:
-                    self.closed = True
-                elif status == STATUS_FRAGMENT and self._parse_fragmented(messages):
-                    self._parse_into(messages)
-            else:
-                self._parse_into(messages)
+            self._parse_into(messages)
         except ProtocolError as error:
             self.failure = error
         return messages
@@ -557,19 +558,10 @@ class FrameParser:
         buf, view, pos, end = self._buf, self._view, self._start, self._end
         while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
-            length, header = b1 & 0x7F, 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, header = _U16.unpack_from(buf, pos + 2)[0], 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, header = _U64.unpack_from(buf, pos + 2)[0], 10
-                if length >> 63:
-                    raise ProtocolError(CLOSE_PROTOCOL_ERROR, "64-bit length with the top bit set")
-            if b1 & 0x80:
-                header += 4
+            sizes = _frame_sizes(buf, pos, end)
+            if sizes is None:
+                break
+            length, header = sizes
             opcode = b0 & 0x0F
             self._check_header(b0, b1, opcode, length)
             total = header + length
