@@ -402,6 +402,11 @@ new_transfer(EngineObject *self, PyObject *values[TRANSFER_FIELDS])
     for (int i = 0; i < TRANSFER_FIELDS; i++) {
         *(PyObject **)((char *)t + self->offsets[i]) = values[i];
     }
+    /* Its fields are ints: it can be in no reference cycle, so the collector need not
+     * scan it.  The idempotency window holds hundreds of thousands of these, and each
+     * collection (every thread stopped, in 3.13t) scanned them all: ~80-110 ms at
+     * 10,000 packets/s. */
+    if (PyObject_IS_GC(t)) PyObject_GC_UnTrack(t);
     return t;
 }
 

@@ -156,3 +156,16 @@ def test_plain_packets_never_reach_the_general_path(monkeypatch):
     assert state.pending_count() == 0
     assert balances(state)[:4] == [(1, 0, 5, 0, 10_000), (2, 0, 10_000, 0, 5),
                                    (3, 0, 7, 0, 10_000), (4, 0, 10_000, 0, 7)]
+
+
+def test_transfers_made_in_c_are_left_out_of_garbage_collection():
+    """The legs and resolutions the C path makes hold only ints; the collector (which stops
+    every thread in 3.13t) does not scan them, however many the idempotency window keeps."""
+    import gc
+
+    state = new_state(Clock(), 10_000)
+    _, legs = state.reserve_packet(5, 1, (1, 2), (3, 4), 5, 5, 0, 1, 2, 30, 1, 1, 1)
+    resolutions = state.resolve_packet(5, 1, True)
+    assert len(legs) == 2 and resolutions is not None and len(resolutions) == 2
+    assert not any(gc.is_tracked(t) for t in [*legs, *resolutions])
+    assert gc.is_tracked(Transfer(1))  # the class itself is an ordinary tracked one
