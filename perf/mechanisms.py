@@ -57,7 +57,8 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     series = {}
     for line in text.splitlines():
-        if line.startswith("#") or ("ledger_batch" not in line and "telemetry_batches" not in line):
+        if line.startswith("#") or not any(key in line for key in ("ledger_batch", "ledger_commit",
+                                                                    "telemetry_batches")):
             continue
         name, _, value = line.rpartition(" ")
         series[name] = float(value)
@@ -71,9 +72,15 @@ def ledger_batches(series: dict[str, float]) -> dict:
                if name.startswith("ilp_connector_ledger_batch_transfers_bucket")}
     telemetry = {name.split('trigger="')[1].rstrip('"}'): value for name, value in series.items()
                  if name.startswith("ilp_connector_telemetry_batches_total")}
+    commit_s = series.get("ilp_connector_ledger_commit_seconds_sum", 0.0)
+    commit_buckets = {name.split('le="')[1].rstrip('"}'): value for name, value in series.items()
+                      if name.startswith("ilp_connector_ledger_commit_seconds_bucket")}
     return {"commits": int(count), "transfers": int(total),
             "mean_transfers_per_commit": round(total / count, 1) if count else None,
-            "cumulative_buckets": buckets, "telemetry_batches_by_trigger": telemetry}
+            "cumulative_buckets": buckets,
+            "mean_commit_ms": round(1000 * commit_s / count, 3) if count else None,
+            "commit_seconds_cumulative_buckets": commit_buckets,
+            "telemetry_batches_by_trigger": telemetry}
 
 
 def one_run(rate: float, seconds: float, workers: int, env: dict | None = None) -> dict:
