@@ -87,10 +87,10 @@ def _echo_worker(ingress: Ring, egress: Ring, io: IoThread, fulfill: bytes, stop
     _batch_worker(ingress, egress, io, stop, answer)
 
 
-class _Client:
-    """One pipelining BTP client over a blocking socket."""
+class _Connection:
+    """A blocking client connection authenticated as one peer."""
 
-    def __init__(self, address, username: str, token: str, messages: int, window: int, prepare: bytes):
+    def __init__(self, address, username: str, token: str):
         self.sock = socket.create_connection(address, timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handshake = ClientHandshake(address[0], address[1], "/")
@@ -100,11 +100,30 @@ class _Client:
         self.parser = FrameParser(expect_masked=False, max_message_size=1 << 20)
         self.parser.feed(handshake.leftover)
         self.writer = FrameWriter(mask=True)
-        self.messages, self.window, self.prepare = messages, window, prepare
         out = bytearray()
         self.writer.append(out, 2, btp.encode_frame(btp.auth_message(0, token, username)))
         self.sock.sendall(out)
-        self._receive(1)
+        while not self.read():
+            pass
+
+    def read(self) -> list:
+        tail = self.parser.writable(65536)
+        try:
+            n = self.sock.recv_into(tail)
+        finally:
+            tail.release()
+        if not n:
+            raise ConnectionError("server closed")
+        self.parser.advance(n)
+        return self.parser.parse()
+
+
+class _Client(_Connection):
+    """One pipelining BTP client over a blocking socket."""
+
+    def __init__(self, address, username: str, token: str, messages: int, window: int, prepare: bytes):
+        super().__init__(address, username, token)
+        self.messages, self.window, self.prepare = messages, window, prepare
 
     def _chunk(self, first_id: int, count: int) -> bytearray:
         out = bytearray()
@@ -115,13 +134,7 @@ class _Client:
     def _receive(self, wanted: int) -> int:
         got = 0
         while got < wanted:
-            tail = self.parser.writable(65536)
-            n = self.sock.recv_into(tail)
-            tail.release()
-            if not n:
-                raise ConnectionError("server closed")
-            self.parser.advance(n)
-            got += len(self.parser.parse())
+            got += len(self.read())
         return got
 
     def run(self) -> None:
@@ -207,37 +220,6 @@ def _forward_worker(ingress: Ring, egress: Ring, io: IoThread, stop: threading.E
                 out.append(EGRESS.pack(Egress.REPLY, 0, 0, origin[0], origin[1], 0, ns) + view[HEADER_SIZE:])
 
     _batch_worker(ingress, egress, io, stop, answer)
-
-
-class _Connection:
-    """A blocking client connection authenticated as one peer."""
-
-    def __init__(self, address, username: str, token: str):
-        self.sock = socket.create_connection(address, timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handshake = ClientHandshake(address[0], address[1], "/")
-        self.sock.sendall(handshake.request)
-        while not handshake.feed(self.sock.recv(4096)):
-            pass
-        self.parser = FrameParser(expect_masked=False, max_message_size=1 << 20)
-        self.parser.feed(handshake.leftover)
-        self.writer = FrameWriter(mask=True)
-        out = bytearray()
-        self.writer.append(out, 2, btp.encode_frame(btp.auth_message(0, token, username)))
-        self.sock.sendall(out)
-        while not self.read():
-            pass
-
-    def read(self) -> list:
-        tail = self.parser.writable(65536)
-        try:
-            n = self.sock.recv_into(tail)
-        finally:
-            tail.release()
-        if not n:
-            raise ConnectionError("server closed")
-        self.parser.advance(n)
-        return self.parser.parse()
 
 
 def _receiver(conn: _Connection, fulfill: bytes, stop: threading.Event) -> None:
