@@ -76,6 +76,19 @@ def _batch_worker(ingress: Ring, egress: Ring, io: IoThread, stop: threading.Eve
         egress.detach()
 
 
+def _tear_down(stop: threading.Event, worker: threading.Thread, io: IoThread, ingress: Ring, egress: Ring) -> None:
+    stop.set()
+    worker.join(10)
+    io.stop()
+    ingress.destroy()
+    egress.destroy()
+
+
+def _cpu_seconds(before, after) -> float:
+    """User + system CPU between two `resource.getrusage` readings."""
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def _echo_worker(ingress: Ring, egress: Ring, io: IoThread, fulfill: bytes, stop: threading.Event) -> None:
     """Answer every Prepare with a Fulfill, like a worker that always fulfils."""
 
@@ -171,13 +184,9 @@ def run(messages: int, window: int, clients: int, data_size: int) -> dict:
         elapsed = time.perf_counter() - start
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
-        stop.set()
-        worker.join(10)
-        io.stop()
-        ingress.destroy()
-        egress.destroy()
+        _tear_down(stop, worker, io, ingress, egress)
     total = (messages // clients) * clients
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    cpu = _cpu_seconds(cpu0, cpu1)
     return {
         "what": "BTP echo through one I/O thread, ingress ring, echo worker, egress ring",
         "messages": total,
@@ -283,12 +292,8 @@ def run_forward(messages: int, rate: float, tick: float, data_size: int) -> dict
         io_cpu1, cpu1 = thread_cpu_ns(io_id), resource.getrusage(resource.RUSAGE_SELF)
         turns = io.stats["turns"] - turns0
     finally:
-        stop.set()
-        worker.join(10)
-        io.stop()
-        ingress.destroy()
-        egress.destroy()
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        _tear_down(stop, worker, io, ingress, egress)
+    cpu = _cpu_seconds(cpu0, cpu1)
     return {
         "what": "packets forwarded sender -> I/O thread -> worker -> I/O thread -> receiver and back",
         "messages": got[0],
