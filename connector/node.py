@@ -103,7 +103,8 @@ class Node:
                              ring_slot_size=cfg.rings.ledger_slot_bytes, ring_capacity=cfg.rings.ledger_capacity,
                              max_batch_transfers=cfg.ledger.max_batch_transfers,
                              commit_interval_s=cfg.ledger.commit_interval_ms / 1000,
-                             recent_ids=cfg.ledger.recent_ids),
+                             recent_ids=cfg.ledger.recent_ids,
+                             compression_level=cfg.ledger.compression_level),
                 on_durable=self._release_held, on_batch=self._note_ledger_batch)
             self.books = PacketBooks(self.ledger)
         for peer in cfg.peers.values():

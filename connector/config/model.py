@@ -120,6 +120,7 @@ class LedgerConfig:
     tigerbeetle: TigerBeetleConfig | None  # set when backend is tigerbeetle
     commit_interval_ms: float = 2.0  # embedded: least time between two group commits
     recent_ids: int = 262_144  # embedded: resolved transfer ids remembered for idempotent retries
+    compression_level: int = 1  # embedded: zlib level of each commit's transfers, 0 stores them raw
 
 
 @dataclass(frozen=True, slots=True)

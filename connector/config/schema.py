@@ -214,10 +214,11 @@ def build_ledger(f: Fields, ctx: Context, node: m.NodeConfig) -> m.LedgerConfig:
     batch = f.integer("max_batch_transfers", TB_MAX_BATCH, minimum=1, maximum=TB_MAX_BATCH)
     interval = f.number("commit_interval_ms", 2.0, minimum=0, maximum=1000)
     recent = f.integer("recent_ids", 262_144, minimum=1024, maximum=1 << 24)
+    compression = f.integer("compression_level", 1, minimum=0, maximum=9)
     tigerbeetle = build_tigerbeetle(f, backend == m.LedgerBackend.TIGERBEETLE)
     f.finish()
     return m.LedgerConfig(m.LedgerBackend(backend) if backend else None, path, batch, tigerbeetle, interval,
-                          recent)
+                          recent, compression)
 
 
 TB_FIELDS = ("addresses", "cluster_id", "node_id", "connect_timeout_ms", "request_timeout_ms",

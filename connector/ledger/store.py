@@ -5,7 +5,9 @@ returns).  Tables:
 
 * `batches`: one row per group commit, holding that batch's transfers as back-to-back
   128-byte TigerBeetle structs (one row per batch, not per transfer: a 100-transfer batch
-  costs one B-tree insert).  `kind` says why it was written (traffic, restart voids,
+  costs one B-tree insert), stored raw or deflated (`encoding`: packet transfers are
+  mostly structured ids and zeros, and deflate at level 1 cuts them about tenfold, which
+  is what the disk has to sync).  `kind` says why it was written (traffic, restart voids,
   recovery snapshot).
 * `accounts`: every account as its 128-byte struct, balances as of the last commit; each
   batch upserts the accounts it touched, in the same transaction.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from .model import RECORD_SIZE, Account, iter_accounts, pack_account
@@ -28,7 +31,10 @@ from .shadow import KEYED, ShadowBooks, key_of
 
 _USER_DATA_128 = 80  # offset of user_data_128 in a 128-byte transfer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: batches.encoding
+
+ENCODING_RAW = 0  # back-to-back 128-byte transfers
+ENCODING_DEFLATE = 1  # the same bytes through zlib (RFC 1950)
 
 BATCH_TRAFFIC = 0
 BATCH_RESTART_VOIDS = 1
@@ -38,7 +44,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY, committed_ns INTEGER NOT NULL, kind INTEGER NOT NULL,
-    transfer_count INTEGER NOT NULL, transfers BLOB NOT NULL);
+    transfer_count INTEGER NOT NULL, transfers BLOB NOT NULL, encoding INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS accounts (id BLOB PRIMARY KEY, ledger INTEGER NOT NULL, record BLOB NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, open_pending BLOB NOT NULL,
@@ -50,6 +56,11 @@ CREATE TABLE IF NOT EXISTS peers (peer_index INTEGER PRIMARY KEY, ledger INTEGER
     minimum TEXT, maximum TEXT);
 CREATE TABLE IF NOT EXISTS peer_names (name TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE);
 """
+
+
+class UnknownFormat(RuntimeError):
+    """The database file was written by a newer version, or holds a batch this version
+    cannot decode: refusing it beats booking on top of history we cannot read."""
 
 
 class LedgerInUse(RuntimeError):
@@ -90,9 +101,44 @@ def connect(path: str, busy_timeout_ms: int = 1000) -> sqlite3.Connection:
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring a version-1 file up to date (its batches stay raw)."""
     conn.executescript(_SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0)")
+    (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if version > SCHEMA_VERSION:
+        raise UnknownFormat(f"ledger file has schema version {version}; this connector reads up to "
+                            f"{SCHEMA_VERSION}")
+    if version < 2:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+        if "encoding" not in columns:
+            conn.execute("ALTER TABLE batches ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+
+def encode_transfers(transfers: bytes | bytearray, level: int) -> tuple[int, bytes]:
+    """(encoding, blob) for a batch's transfers: deflated at zlib `level` (1–9), raw at 0."""
+    if level == 0:
+        return ENCODING_RAW, bytes(transfers)
+    return ENCODING_DEFLATE, zlib.compress(transfers, level)
+
+
+def decode_transfers(encoding: int, blob: bytes) -> bytes:
+    """A stored batch's back-to-back 128-byte transfers."""
+    if encoding == ENCODING_RAW:
+        return blob
+    if encoding == ENCODING_DEFLATE:
+        return zlib.decompress(blob)
+    raise UnknownFormat(f"batch encoding {encoding} is unknown to this connector")
+
+
+def read_batches(conn: sqlite3.Connection, where: str = "", *args):
+    """Each stored batch's transfers, decoded, in commit order.  A version-1 file that only
+    an audit has opened (read-only, never upgraded) has no encoding column: all raw."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+    encoding = "encoding" if "encoding" in columns else ENCODING_RAW
+    for code, blob in conn.execute(f"SELECT {encoding}, transfers FROM batches {where} ORDER BY seq", args):
+        yield decode_transfers(code, blob)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -126,17 +172,18 @@ def last_seq(conn: sqlite3.Connection) -> int:
     return seq
 
 
-def write_batch(conn: sqlite3.Connection, seq: int, kind: int, transfers: bytes,
+def write_batch(conn: sqlite3.Connection, seq: int, kind: int, transfers: bytes | bytearray,
                 accounts: list[Account], checkpoint: tuple[bytes, bytes] | None = None,
-                snapshot: bytes | None = None) -> None:
+                snapshot: bytes | None = None, compression_level: int = 1) -> None:
     """One transaction: the batch row, its accounts' balances, maybe a checkpoint."""
+    encoding, blob = encode_transfers(transfers, compression_level)
     conn.execute("BEGIN IMMEDIATE")
     try:
         if snapshot is not None:
             conn.execute("INSERT INTO snapshots (seq, accounts) VALUES (?, ?)", (seq, snapshot))
-        conn.execute("INSERT INTO batches (seq, committed_ns, kind, transfer_count, transfers) "
-                     "VALUES (?, ?, ?, ?, ?)",
-                     (seq, time.time_ns(), kind, len(transfers) // RECORD_SIZE, transfers))
+        conn.execute("INSERT INTO batches (seq, committed_ns, kind, transfer_count, transfers, encoding) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (seq, time.time_ns(), kind, len(transfers) // RECORD_SIZE, blob, encoding))
         if accounts:
             conn.executemany(
                 "INSERT INTO accounts (id, ledger, record) VALUES (?, ?, ?) "
@@ -174,8 +221,8 @@ def load_open(conn: sqlite3.Connection) -> ShadowBooks:
     if row is not None:
         after = row[0]
         books.load_open(row[1], row[2])
-    for (blob,) in conn.execute("SELECT transfers FROM batches WHERE seq > ? ORDER BY seq", (after,)):
-        books.apply_many(blob)
+    for transfers in read_batches(conn, "WHERE seq > ?", after):
+        books.apply_many(transfers)
     return books
 
 
@@ -332,10 +379,10 @@ def _replay(conn: sqlite3.Connection, stored: dict[bytes, Account], report: Audi
             report.problems.append(f"recovery snapshot {start_seq} has no checkpoint")
         else:
             books.load_open(row[0], row[1])
-        for (blob,) in conn.execute("SELECT transfers FROM batches WHERE seq <= ?", (start_seq,)):
-            if outcomes:
+        if outcomes:
+            for blob in read_batches(conn, "WHERE seq <= ?", start_seq):
                 _note_outcomes(blob, report)
-    for (blob,) in conn.execute("SELECT transfers FROM batches WHERE seq > ? ORDER BY seq", (start_seq,)):
+    for blob in read_batches(conn, "WHERE seq > ?", start_seq):
         report.batches += 1
         report.transfers += len(blob) // RECORD_SIZE
         books.apply_many(blob)

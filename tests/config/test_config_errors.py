@@ -78,6 +78,7 @@ CASES = [
     ({"ledger.backend": "postgres"}, "ledger.backend", "one of embedded, tigerbeetle"),
     ({"ledger.max_batch_transfers": 9000}, "ledger.max_batch_transfers", "at most 8189"),
     ({"ledger.recent_ids": 100}, "ledger.recent_ids", "at least 1024"),
+    ({"ledger.compression_level": 10}, "ledger.compression_level", "at most 9"),
     ({"ledger.backend": "tigerbeetle"}, "ledger.addresses", "is required"),
     ({"ledger.addresses": ["3000"]}, "ledger.addresses", "only applies when backend is tigerbeetle"),
     ({"telemetry.log_format": "xml"}, "telemetry.log_format", "one of json, text"),

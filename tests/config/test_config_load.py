@@ -56,6 +56,7 @@ def test_embedded_defaults_are_a_single_node_without_peers():
     assert (config.expiry.min_message_window_ms, config.expiry.max_hold_time_ms) == (1000, 30000)
     assert config.ledger.backend is LedgerBackend.EMBEDDED and config.ledger.max_batch_transfers == 8189
     assert config.ledger.recent_ids == 262_144
+    assert config.ledger.compression_level == 1
     assert config.ledger.path == os.path.join(config.node.data_dir, "ledger.sqlite")
     t = config.telemetry
     assert (t.batch_events, t.batch_interval_ms, t.log_format, t.log_level) == (1000, 100, LogFormat.JSON, "INFO")

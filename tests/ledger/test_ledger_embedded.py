@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from connector.ledger import AMOUNT_MAX, Account, EmbeddedLedger, LedgerConfig, Transfer, audit
+from connector.ledger import AMOUNT_MAX, Account, EmbeddedLedger, LedgerConfig, Transfer, audit, store
 from connector.ledger.model import CreateTransferStatus as T
 from connector.ledger.model import TransferFlags as TF
 from connector.ledger.shadow import KEYED
@@ -23,7 +23,7 @@ def durable_ids(path: str) -> set[int]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return {int.from_bytes(row[0], "little")
-                for (blob,) in conn.execute("SELECT transfers FROM batches")
+                for blob in store.read_batches(conn, "")
                 for row in KEYED.iter_unpack(blob)}
     finally:
         conn.close()
