@@ -205,11 +205,13 @@ class SenderStats:
 
 
 def run_sender(connections: list[BtpConnection], builder: PrepareBuilder, schedule: Schedule,
-               stats: SenderStats, stop, max_in_flight: int, replied_count) -> None:
+               stats: SenderStats, stop, max_in_flight: int, replied_count, tick_s: float = 0.0) -> None:
     """Send every packet when it is due; whatever is due at a wake-up goes in one write.
 
     Falling behind (a blocked socket, a slow wake-up) sends a bigger batch later: the
-    packets' latencies still count from their intended times.
+    packets' latencies still count from their intended times.  With `tick_s` the sender
+    sleeps that long past the next due packet, so about `tick_s * rate` packets leave per
+    write (fewer wake-ups on both sides; the wait counts in their latencies).
     """
     outs = [bytearray() for _ in connections]
     rate, t0, wall_ms0 = schedule.rate, schedule.t0, schedule.wall_t0 * 1000.0 + schedule.expiry_s * 1000.0
@@ -221,7 +223,7 @@ def run_sender(connections: list[BtpConnection], builder: PrepareBuilder, schedu
                 break
             due = min(count, int((now - t0) * rate) + 1, replied_count() + max_in_flight)
             if due <= seq:
-                time.sleep(min(0.002, max(0.0, schedule.intended(seq) - now)))
+                time.sleep(min(0.002 + tick_s, max(0.0, schedule.intended(seq) + tick_s - now)))
                 continue
             stats.max_lag_s = max(stats.max_lag_s, now - schedule.intended(seq))
             stats.max_batch = max(stats.max_batch, due - seq)

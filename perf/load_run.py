@@ -36,6 +36,7 @@ class LoadSpec:
     reject_share: float = 0.0  # share of packets the receiver rejects (F99)
     expiry_s: float = 5.0  # each Prepare expires this long after its intended send time
     max_in_flight: int = 50_000  # the sender waits (and latencies grow) beyond it
+    send_tick_s: float = 0.0  # the sender sleeps this long past the next due packet (0: wakes for each)
 
 
 class _Threads:
@@ -105,30 +106,47 @@ class Window:
 
 
 class WindowWatch:
-    """Latencies per window besides the run's total: each reader records into the
-    histogram `current[i]`, which `take` swaps for a fresh one (a value recorded into
-    the old one during the swap still reaches the total)."""
+    """Latencies per window, each value recorded once: reader `i` records into its window
+    histogram `current[i]`, which `take` swaps for a fresh one and reads.  The run's totals
+    get each swapped-out histogram at the next `take`, a whole window later, when no reader
+    can still be recording into it (a reader looks `current[i]` up for every value), and
+    `finish` adds the rest once the readers have stopped."""
 
     def __init__(self, readers: int, interval_s: float, on_window):
         self.interval_s = interval_s
         self.on_window = on_window
         self.current = [HdrHistogram(1, LATENCY_MAX_US, 3) for _ in range(readers)]
+        self._totals: list[HdrHistogram | None] = [None] * readers
+        self._retired: list[tuple[int, HdrHistogram]] = []  # swapped out at the last take
 
     def recorder(self, index: int, total: HdrHistogram):
-        record_total, current = total.record_value, self.current
+        self._totals[index] = total
+        current = self.current
 
         def record_latency_us(value: int) -> None:
-            value = min(value, LATENCY_MAX_US)
-            record_total(value)
-            current[index].record_value(value)
+            current[index].record_value(min(value, LATENCY_MAX_US))
         return record_latency_us
 
     def take(self) -> dict:
+        self._settle()
         merged = HdrHistogram(1, LATENCY_MAX_US, 3)
         for i, old in enumerate(list(self.current)):
             self.current[i] = HdrHistogram(1, LATENCY_MAX_US, 3)
             merged.add(old)
+            self._retired.append((i, old))
         return _latency_ms(merged)
+
+    def finish(self) -> None:
+        """Everything recorded into the totals; call once the readers have stopped."""
+        self._settle()
+        for i, histogram in enumerate(self.current):
+            self._totals[i].add(histogram)
+            self.current[i] = HdrHistogram(1, LATENCY_MAX_US, 3)
+
+    def _settle(self) -> None:
+        for i, histogram in self._retired:
+            self._totals[i].add(histogram)
+        self._retired = []
 
 
 def run_load(target: Target, spec: LoadSpec, connections: int = 1, watch: WindowWatch | None = None) -> dict:
@@ -165,7 +183,7 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
             threads.start(f"reply-reader-{i + 1}", btp_load.run_reply_reader, connection, schedule, replied, stats,
                           record, stop, target.receiver_address)
         sender = threads.start("sender", btp_load.run_sender, senders, builder, schedule, sender_stats, stop,
-                               spec.max_in_flight, lambda: sum(s.replied for s in reply_stats))
+                               spec.max_in_flight, lambda: sum(s.replied for s in reply_stats), spec.send_tick_s)
         if watch is None:
             sender.join(spec.seconds + 30)
         else:
@@ -175,6 +193,8 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
         for connection in [*senders, receiver]:  # wakes the threads blocked reading them
             connection.close()
         threads.join(5)
+        if watch is not None:
+            watch.finish()
     generator_cpu = 100.0 * (process_cpu_seconds() - cpu0) / max(1e-9, time.perf_counter() - t0)
     return _result(target, spec, connections=len(senders), schedule=schedule, sender=sender_stats,
                    replies=reply_stats, histograms=histograms, receiver=receiver_stats, sampler=sampler,

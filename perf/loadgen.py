@@ -53,6 +53,8 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expiry", type=float, default=5.0, help="seconds from intended send time to expiry")
     parser.add_argument("--connections", type=int, default=1, help="sender connections (one peer each)")
     parser.add_argument("--max-in-flight", type=int, default=50_000, help="the sender waits beyond this many")
+    parser.add_argument("--send-tick-ms", type=float, default=0.0,
+                        help="the sender sleeps this long past the next due packet (0: wakes for each)")
     parser.add_argument("--warmup-seconds", type=float, default=1.0,
                         help="load at the same rate first, not measured (JIT, caches, connections)")
     parser.add_argument("--workers", type=int, default=1, help="our connector's worker threads")
@@ -69,7 +71,7 @@ def spec_from(args: argparse.Namespace, rate: float | None = None, count: int | 
               seconds: float | None = None) -> LoadSpec:
     return LoadSpec(rate=rate or args.rate, count=count or args.count, seconds=seconds or args.seconds,
                     amount=args.amount, data_bytes=args.data_bytes, reject_share=args.reject_share,
-                    expiry_s=args.expiry, max_in_flight=args.max_in_flight)
+                    expiry_s=args.expiry, max_in_flight=args.max_in_flight, send_tick_s=args.send_tick_ms / 1000)
 
 
 def environment() -> dict:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amount", type=int, default=10, help="amount of each Prepare")
     parser.add_argument("--reject-share", type=float, default=0.0, help="share the receiver rejects (F99)")
     parser.add_argument("--expiry", type=float, default=5.0, help="seconds from intended send time to expiry")
+    parser.add_argument("--send-tick-ms", type=float, default=0.0,
+                        help="the sender sleeps this long past the next due packet (0: wakes for each)")
     parser.add_argument("--max-leak-mb-per-hour", type=float, default=20.0, help="RSS slope that fails the run")
     parser.add_argument("--min-minutes-for-leak", type=float, default=10.0,
                         help="shorter runs report the slope without judging it")
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60.0
     spec = LoadSpec(rate=args.rate, count=int(args.rate * seconds), seconds=seconds, amount=args.amount,
-                    reject_share=args.reject_share, expiry_s=args.expiry)
+                    reject_share=args.reject_share, expiry_s=args.expiry, send_tick_s=args.send_tick_ms / 1000)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     target = targets.start("ours", workers=args.workers, timeout=args.connector_timeout)
     try:

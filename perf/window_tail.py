@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2500.0, help="packets per second (constant)")
     parser.add_argument("--seconds", type=float, default=120.0, help="length of the load")
     parser.add_argument("--window-seconds", type=float, default=5.0)
+    parser.add_argument("--send-tick-ms", type=float, default=0.0,
+                        help="the sender sleeps this long past the next due packet (0: wakes for each)")
     args = parser.parse_args(argv)
     windows: list[Window] = []
 
@@ -37,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return False
 
     with targets.start(args.target) as target:
-        result = run_load(target, LoadSpec(rate=args.rate, count=int(args.rate * args.seconds),
-                                           seconds=args.seconds), 1, WindowWatch(1, args.window_seconds, keep))
+        spec = LoadSpec(rate=args.rate, count=int(args.rate * args.seconds), seconds=args.seconds,
+                        send_tick_s=args.send_tick_ms / 1000)
+        result = run_load(target, spec, 1, WindowWatch(1, args.window_seconds, keep))
     p99s = [w.latency_ms["p99"] for w in windows if "p99" in w.latency_ms]
     ordered = sorted(p99s)
     report = {"target": args.target, "rate": args.rate, "windows": len(p99s),

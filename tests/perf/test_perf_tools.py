@@ -76,6 +76,38 @@ def test_prepares_carry_the_condition_the_receiver_fulfils():
 
 
 @pytest.mark.timeout(120)
+def test_window_watch_counts_every_value_once_while_windows_are_taken():
+    """A reader records while the watcher takes windows: the totals hold every value once,
+    and the windows never report a value twice."""
+    import threading
+
+    from hdrh.histogram import HdrHistogram
+    from load_run import LATENCY_MAX_US, WindowWatch
+
+    watch = WindowWatch(2, 0.01, lambda window: False)
+    totals = [HdrHistogram(1, LATENCY_MAX_US, 3) for _ in range(2)]
+    recorders = [watch.recorder(i, total) for i, total in enumerate(totals)]
+    per_reader = 20_000
+
+    def read(record) -> None:
+        for value in range(1, per_reader + 1):
+            record(value)
+
+    readers = [threading.Thread(target=read, args=(record,)) for record in recorders]
+    for reader in readers:
+        reader.start()
+    windowed = 0
+    while any(reader.is_alive() for reader in readers):
+        windowed += watch.take()["count"]
+    for reader in readers:
+        reader.join()
+    windowed += watch.take()["count"]
+    watch.finish()
+    assert [total.get_total_count() for total in totals] == [per_reader, per_reader]
+    assert totals[0].get_max_value() >= per_reader and watch.take()["count"] == 0
+    assert windowed <= 2 * per_reader
+
+
 def test_loadgen_against_ours_fulfils_and_reports_every_figure():
     result = run_tool("loadgen.py", "--target", "ours", "--rate", "200", "--count", "300", "--seconds", "10",
                       "--reject-share", "0.1", "--warmup-seconds", "0.5")
@@ -181,6 +213,19 @@ def test_mechanisms_reports_batches_threads_and_pinning():
         assert {"worker-0", "io-0", "ledger-batch-wr"} <= set(run["thread_cpus_allowed"])
         assert run["thread_cpu_percent_of_one_core"].get("worker-0", 0) > 0
     assert len(result["summary"]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_mechanisms_compares_raw_and_deflated_ledger_batches():
+    """The same load stored raw and deflated: the deflated batches hold far fewer bytes."""
+    result = run_tool("mechanisms.py", "--only", "compression", "--rate", "1000", "--seconds", "2", timeout=110)
+    raw, deflated = result["compression"]
+    assert (raw["compression_level"], deflated["compression_level"]) == (0, 1)
+    for run in (raw, deflated):
+        assert run["counts"]["sent"] == run["counts"]["fulfilled"] == 2000
+        assert set(run["ledger"]["commits_over_ms"]) == {"5", "10", "25"}
+    assert raw["ledger_bytes_per_transfer"] == 128
+    assert 0 < deflated["ledger_bytes_per_transfer"] < 128 / 3
 
 
 @pytest.mark.timeout(120)
