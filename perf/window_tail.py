@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
               "windows_p99_over_10ms": sum(1 for v in p99s if v > 10.0),
               "whole_run_latency_ms": result["latency_ms"], "counts": result["counts"],
               "generator_max_send_lag_ms": result["generator"]["max_send_lag_ms"],
+              "generator_cpu_percent_of_one_core": result["generator"]["cpu_percent_of_one_core"],
               "connector_cpu_percent_of_one_core": result["connector"]["cpu_percent_of_one_core"],
               "machine_cpu_percent": result["connector"]["machine_cpu_percent_all_processes"]}
     sys.stdout.write(json.dumps(report) + "\n")
