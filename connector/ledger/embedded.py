@@ -81,7 +81,7 @@ class LedgerConfig:
     state_stripes: int = DEFAULT_STRIPES
     recent_ids: int = DEFAULT_RECENT_IDS
     # zlib level for each commit's transfers (0 stores them raw).  Level 1 costs about
-    # 3 ns a byte and writes a tenth of the bytes, so the disk's syncs and the WAL
+    # 3 ns a byte and writes a sixth of the bytes, so the disk's syncs and the WAL
     # checkpoints carry less: see docs/performance-tuning.md.
     compression_level: int = 1
 

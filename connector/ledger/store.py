@@ -6,7 +6,7 @@ returns).  Tables:
 * `batches`: one row per group commit, holding that batch's transfers as back-to-back
   128-byte TigerBeetle structs (one row per batch, not per transfer: a 100-transfer batch
   costs one B-tree insert), stored raw or deflated (`encoding`: packet transfers are
-  mostly structured ids and zeros, and deflate at level 1 cuts them about tenfold, which
+  mostly structured ids and zeros, and deflate at level 1 cuts them about sixfold, which
   is what the disk has to sync).  `kind` says why it was written (traffic, restart voids,
   recovery snapshot).
 * `accounts`: every account as its 128-byte struct, balances as of the last commit; each
