@@ -27,6 +27,17 @@ def book(path: str, level: int, first_id: int, pending: int = 0) -> None:
         assert ledger.sync()
 
 
+def alter(path: str, *statements: tuple) -> None:
+    """Change the file behind the ledger's back, as another version (or damage) would."""
+    conn = sqlite3.connect(path)
+    try:
+        for sql, *args in statements:
+            conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def rows(path: str) -> list[tuple[int, int, int]]:
     """(encoding, transfer_count, stored bytes) of every batch."""
     conn = sqlite3.connect(path)
@@ -68,11 +79,8 @@ def test_level_zero_stores_raw_and_a_file_may_mix_both(db_path):
 
 def test_a_first_format_file_is_audited_as_it_is_then_upgraded_on_open(db_path):
     book(db_path, level=0, first_id=100, pending=3)
-    conn = sqlite3.connect(db_path)
-    conn.execute("ALTER TABLE batches DROP COLUMN encoding")  # as version 1 wrote it
-    conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    alter(db_path, ("ALTER TABLE batches DROP COLUMN encoding",),  # as version 1 wrote it
+          ("UPDATE meta SET value = 1 WHERE key = 'schema_version'",))
     assert audit(db_path).ok  # read-only: no column, every batch raw
     book(db_path, level=1, first_id=200)
     conn = sqlite3.connect(db_path)
@@ -85,27 +93,18 @@ def test_a_first_format_file_is_audited_as_it_is_then_upgraded_on_open(db_path):
 
 def test_a_file_from_a_newer_version_is_refused_and_left_as_it_was(db_path):
     book(db_path, level=1, first_id=100)
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    alter(db_path, ("UPDATE meta SET value = 99 WHERE key = 'schema_version'",))
     before = rows(db_path)
     with pytest.raises(store.UnknownFormat, match="schema version 99"):
         EmbeddedLedger(LedgerConfig(path=db_path))
     assert rows(db_path) == before
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (store.SCHEMA_VERSION,))
-    conn.commit()
-    conn.close()
+    alter(db_path, ("UPDATE meta SET value = ? WHERE key = 'schema_version'", store.SCHEMA_VERSION))
     book(db_path, level=1, first_id=200)  # the refusal released the file's lock
 
 
 def test_a_batch_in_an_unknown_encoding_stops_the_audit_with_a_clear_error(db_path):
     book(db_path, level=1, first_id=100)
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE batches SET encoding = 7 WHERE transfer_count > 0")
-    conn.commit()
-    conn.close()
+    alter(db_path, ("UPDATE batches SET encoding = 7 WHERE transfer_count > 0",))
     with pytest.raises(store.UnknownFormat, match="encoding 7"):
         audit(db_path)
 
