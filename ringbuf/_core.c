@@ -206,33 +206,43 @@ RingCore_write(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* put(data) -> 1 done, 0 full, -1 closed: claim, copy, publish in one call */
+/* put(data[, tail]) -> 1 done, 0 full, -1 closed: claim, copy, publish in one call.  A
+ * tail is copied right after data (a header and a body, without joining them first). */
 static PyObject *
-RingCore_put(RingCore *self, PyObject *data)
+RingCore_put(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t first;
-    Py_buffer src;
+    Py_buffer src, tail = {.buf = NULL, .len = 0};
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "put(data[, tail])");
+        return NULL;
+    }
     if (enter(self) < 0) return NULL;
-    if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0) return NULL;
-    long result = 1;
-    if ((uint64_t)src.len > self->slot_size) {  /* refuse before claiming: no hole is left */
-        PyErr_Format(PyExc_ValueError, "payload of %zd bytes exceeds slot size %llu",
-                     src.len, (unsigned long long)self->slot_size);
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0) return NULL;
+    if (nargs == 2 && PyObject_GetBuffer(args[1], &tail, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&src);
         return NULL;
     }
-    if (is_closed(self)) {
+    long result = 1;
+    uint64_t total = (uint64_t)src.len + (uint64_t)tail.len;
+    if (total > self->slot_size) {  /* refuse before claiming: no hole is left */
+        PyErr_Format(PyExc_ValueError, "payload of %llu bytes exceeds slot size %llu",
+                     (unsigned long long)total, (unsigned long long)self->slot_size);
+        result = -2;
+    } else if (is_closed(self)) {
         result = -1;
     } else if (claim(self, 1, &first) == 0) {
         result = 0;
     } else {
         char *slot = slot_at(self, first);
         memcpy(slot + self->slot_payload, src.buf, (size_t)src.len);
-        __atomic_store_n((uint32_t *)(slot + self->slot_length), (uint32_t)src.len, __ATOMIC_RELAXED);
+        if (tail.len) memcpy(slot + self->slot_payload + src.len, tail.buf, (size_t)tail.len);
+        __atomic_store_n((uint32_t *)(slot + self->slot_length), (uint32_t)total, __ATOMIC_RELAXED);
         publish(self, first, 1);
     }
     PyBuffer_Release(&src);
-    return PyLong_FromLong(result);
+    if (nargs == 2) PyBuffer_Release(&tail);
+    return result == -2 ? NULL : PyLong_FromLong(result);
 }
 
 static PyObject *
@@ -464,7 +474,7 @@ static PyMethodDef RingCore_methods[] = {
     {"write", FASTCALL(RingCore_write), "write(position, data): copy a payload into a claimed slot"},
     {"set_length", FASTCALL(RingCore_set_length), "set_length(position, length)"},
     {"publish", FASTCALL(RingCore_publish), "publish(first, count)"},
-    {"put", (PyCFunction)RingCore_put, METH_O, "put(data) -> 1 done, 0 full, -1 closed"},
+    {"put", FASTCALL(RingCore_put), "put(data[, tail]) -> 1 done, 0 full, -1 closed"},
     {"try_consume", (PyCFunction)RingCore_try_consume, METH_O, "try_consume(n) -> (first, count)"},
     {"length", (PyCFunction)RingCore_length, METH_O, "length(position) -> payload length of a slot"},
     {"release", FASTCALL(RingCore_release), "release(first, count)"},

@@ -172,11 +172,14 @@ class Ring:
         self._core.write(first, data)
         self._core.publish(first, 1)
 
-    def try_put(self, data) -> bool:
-        """Copy one payload in if a slot is free right now; False if the ring is full."""
-        if len(data) > self.slot_size:
-            raise _overflow(self, len(data))
-        done = self._core.put(data)
+    def try_put(self, data, tail=None) -> bool:
+        """Copy one payload in if a slot is free right now; False if the ring is full.
+        With `tail`, the payload is `data` followed by `tail` (a header and a body, copied
+        once, without joining them first)."""
+        size = len(data) if tail is None else len(data) + len(tail)
+        if size > self.slot_size:
+            raise _overflow(self, size)
+        done = self._core.put(data) if tail is None else self._core.put(data, tail)
         if done < 0:
             raise RingClosed(f"ring {self.name!r} is closed")
         return done > 0

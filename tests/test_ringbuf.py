@@ -223,6 +223,17 @@ def test_try_put_copies_one_payload_or_answers_full(ring_name, kind):
             ring.try_put(b"d")
 
 
+def test_try_put_with_a_tail_writes_both_parts_as_one_payload(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=2, kind=kind, spin=0) as ring:
+        assert ring.try_put(b"head", memoryview(b"tail"))
+        assert ring.try_put(bytearray(b"abc"), b"")
+        assert not ring.try_put(b"x", b"y")  # full: nothing written
+        assert ring.get_many(4) == [b"headtail", b"abc"]
+        with pytest.raises(SlotOverflow):
+            ring.try_put(b"head", b"tails")  # 9 bytes: refused before a slot is claimed
+        assert ring.try_put(b"12345678", b"") and ring.get_many(1) == [b"12345678"]
+
+
 def test_try_put_many_copies_what_fits_and_never_waits(ring_name, kind):
     with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
         assert ring.try_put_many([b"a", b"b", b"c"]) == 3
