@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime
 
-from ._prepare import prepare_layout
+from ._prepare import fulfillment_of, prepare_fields, prepare_layout, write_prepare_fields
 from .address import is_valid_address, is_valid_address_bytes, validate_address
 from .errors import CodecError
 from .oer import (
@@ -66,7 +66,10 @@ __all__ = [
     "encode_prepare",
     "encode_reject",
     "packet_type",
+    "read_fulfillment",
+    "read_prepare",
     "rewrite_prepare",
+    "write_prepare",
 ]
 
 PREPARE = 12
@@ -420,6 +423,27 @@ def rewrite_prepare(
         _write_expiry(view, base, stamp)
 
 
+def read_prepare(buffer: Buffer) -> tuple[int, int, int, bytes, str]:
+    """What a connector decides on, from a Prepare validated as :class:`PrepareView` does:
+    ``(base, amount, expires_at_ms, execution_condition, destination)``, `base` for
+    :func:`write_prepare`.  One C pass; the Python codec raises the precise CodecError."""
+    fields = prepare_fields(buffer)
+    if fields is None:
+        view = PrepareView(buffer)
+        fields = (view._base, view.amount, view.expires_at_ms, bytes(view.execution_condition), view.destination)
+    return fields
+
+
+def write_prepare(buffer: Buffer, base: int, amount: int, expires_at_ms: int) -> None:
+    """Rewrite amount and expiry in place in a Prepare :func:`read_prepare` read (`base`
+    from it); nothing is written if either value is out of range (CodecError)."""
+    if not write_prepare_fields(buffer, base, amount, expires_at_ms):
+        view = as_view(buffer)
+        stamp = encode_timestamp_ms(expires_at_ms)
+        _write_amount(view, base, amount)
+        _write_expiry(view, base, stamp)
+
+
 # --- Fulfill ----------------------------------------------------------------------
 
 
@@ -431,6 +455,15 @@ def decode_fulfill(buffer: Buffer) -> Fulfill:
     if data_at > len(view):
         raise CodecError("truncated ILP Fulfill: fulfillment needs 32 bytes")
     return Fulfill(view[base:data_at], _read_data(view, data_at, "ILP Fulfill"))
+
+
+def read_fulfillment(buffer: Buffer) -> bytes:
+    """The fulfillment of a Fulfill :func:`decode_fulfill` accepts (one C pass; the
+    Python codec raises the precise CodecError)."""
+    fulfillment = fulfillment_of(buffer)
+    if fulfillment is None:
+        fulfillment = bytes(decode_fulfill(buffer).fulfillment)
+    return fulfillment
 
 
 def encode_fulfill(fulfill: Fulfill) -> bytes:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.codec import ilp
-from connector.codec._prepare import prepare_layout
+from connector.codec._prepare import fulfillment_of, prepare_fields, prepare_layout, write_prepare_fields
 from connector.codec.errors import CodecError
 from connector.codec.ilp import _CONDITION_AT, _EXPIRY_AT, _prepare_layout
 from connector.codec.oer import decode_timestamp_ms
@@ -103,3 +103,108 @@ def test_the_view_keeps_the_expiry_it_writes():
     assert view.expires_at_ms == decode_timestamp_ms(bytes(view.buffer[2 + _EXPIRY_AT:2 + _CONDITION_AT]))
     view.set_expires_at(moment)
     assert view.expires_at_ms == ilp.PrepareView(bytes(view.buffer)).expires_at_ms
+
+
+def python_fields(buffer: bytes):
+    try:
+        view = ilp.PrepareView(buffer)
+    except CodecError:
+        return None
+    return view._base, view.amount, view.expires_at_ms, bytes(view.execution_condition), view.destination
+
+
+@settings(max_examples=300, deadline=None)
+@given(prepares)
+def test_the_workers_fields_are_read_in_c_as_in_python(prepare):
+    buffer = ilp.encode_prepare(prepare)
+    assert prepare_fields(buffer) == python_fields(buffer) is not None
+    assert ilp.read_prepare(buffer) == python_fields(buffer)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(damaged(), st.binary(max_size=200)))
+def test_damaged_prepares_give_no_fields_in_c_and_the_codecs_error(buffer):
+    in_c, in_python = prepare_fields(buffer), python_fields(buffer)
+    assert in_c is None or in_c == in_python
+    if in_python is None:
+        with pytest.raises(CodecError):
+            ilp.read_prepare(buffer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prepares, st.integers(0, (1 << 64) - 1), moments)
+def test_amount_and_expiry_are_written_in_c_as_in_python(prepare, amount, moment):
+    expires_at_ms = int(moment.timestamp() * 1000)
+    in_c, in_python = bytearray(ilp.encode_prepare(prepare)), bytearray(ilp.encode_prepare(prepare))
+    base = ilp.read_prepare(in_c)[0]
+    assert write_prepare_fields(in_c, base, amount, expires_at_ms) is True
+    view = ilp.PrepareView(in_python)
+    view.set_amount(amount)
+    view.set_expires_at_ms(expires_at_ms)
+    assert in_c == in_python
+    assert ilp.read_prepare(in_c)[1:3] == (amount, expires_at_ms)
+
+
+@pytest.mark.parametrize("amount, expires_at_ms", [
+    (-1, 0), (1 << 64, 0), (True, 0), (1.0, 0), (1, -62135596800001), (1, 253402300800000), (1, 1 << 70), (1, "0"),
+])
+def test_out_of_range_values_write_nothing(amount, expires_at_ms):
+    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
+    buffer = bytearray(prepare)
+    assert write_prepare_fields(buffer, 2, amount, expires_at_ms) is False
+    with pytest.raises((CodecError, TypeError)):
+        ilp.write_prepare(buffer, 2, amount, expires_at_ms)
+    assert buffer == prepare
+
+
+def test_the_first_and_last_representable_moments_are_written():
+    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
+    for moment in (datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc),
+                   datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)):
+        buffer = bytearray(prepare)
+        expires_at_ms = ilp.read_prepare(ilp.encode_prepare(ilp.Prepare(7, moment, b"\1" * 32, "g.a", b"x")))[2]
+        assert write_prepare_fields(buffer, 2, 7, expires_at_ms) is True
+        assert ilp.PrepareView(buffer).expires_at == moment
+
+
+def test_a_read_only_buffer_is_left_to_the_python_codec():
+    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
+    assert write_prepare_fields(prepare, 2, 1, 0) is False
+    with pytest.raises(TypeError):
+        ilp.write_prepare(prepare, 2, 1, 0)
+
+
+fulfills = st.builds(ilp.Fulfill, st.binary(min_size=32, max_size=32),
+                     st.one_of(st.binary(max_size=300), st.just(b"\2" * 32767)))
+
+
+def python_fulfillment(buffer: bytes):
+    try:
+        return bytes(ilp.decode_fulfill(buffer).fulfillment)
+    except CodecError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(fulfills)
+def test_fulfillments_are_read_in_c_as_in_python(fulfill):
+    buffer = ilp.encode_fulfill(fulfill)
+    assert fulfillment_of(buffer) == python_fulfillment(buffer) == fulfill.fulfillment
+    assert ilp.read_fulfillment(buffer) == fulfill.fulfillment
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(fulfills.map(ilp.encode_fulfill), st.binary(max_size=120)).flatmap(
+    lambda b: st.tuples(st.just(b), st.integers(0, max(len(b) - 1, 0)), st.integers(0, 255), st.booleans())))
+def test_damaged_fulfills_get_the_python_answer_or_none(case):
+    buffer, position, value, truncate = case
+    damaged_buffer = bytearray(buffer)
+    if truncate:
+        del damaged_buffer[position:]
+    elif damaged_buffer:
+        damaged_buffer[position] = value
+    in_c, in_python = fulfillment_of(bytes(damaged_buffer)), python_fulfillment(bytes(damaged_buffer))
+    assert in_c is None or in_c == in_python
+    if in_python is None:
+        with pytest.raises(CodecError):
+            ilp.read_fulfillment(bytes(damaged_buffer))
