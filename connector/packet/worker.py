@@ -47,6 +47,15 @@ _WORKER_BITS = 4
 MAX_WORKERS = 1 << _WORKER_BITS
 _REQUEST_ID_SPACE = 1 << (32 - _WORKER_BITS)
 
+# Read on every record: plain ints and bound functions, not enum and module attributes
+# (free-threaded 3.13 runs without the specialising interpreter, so each attribute hop costs).
+_PREPARE, _REPLY = int(slots.Ingress.PREPARE), int(slots.Ingress.REPLY)
+_EGRESS_PREPARE, _EGRESS_REPLY = int(slots.Egress.PREPARE), int(slots.Egress.REPLY)
+_HEADER_SIZE = slots.HEADER_SIZE
+_unpack_ingress = slots.INGRESS.unpack_from
+_pack_egress = slots.EGRESS.pack
+_sha256 = hashlib.sha256
+
 
 @dataclass(slots=True)
 class InFlight:
@@ -119,6 +128,9 @@ class Worker:
         self._ledger_emitter_factory = ledger_emitter_factory
         self._telemetry_factory = telemetry_factory
         self._stopping = threading.Event()
+        self._peers, self._peer_io, self._books = context.peers, context.peer_io, context.books
+        self._resolve_route = context.routes.resolve
+        self._outgoing_expiry = context.expiry.outgoing_expiry
         self._inflight = context.inflight[index]
         self._deadlines: list[tuple[int, tuple[int, int]]] = []
         # A ledger with `reserve_async` answers later: Prepares park until it does.
@@ -172,6 +184,7 @@ class Worker:
 
     def _loop(self) -> None:
         ingress = self._ingress
+        view_at, dispatch = ingress.view, self._dispatch
         next_sweep = 0
         while not self._stopping.is_set():
             try:
@@ -179,9 +192,9 @@ class Worker:
             except RingClosed:
                 return
             for position in range(first, first + count):
-                view = ingress.view(position)
+                view = view_at(position)
                 try:
-                    self._dispatch(view)
+                    dispatch(view)
                 except Exception:
                     log.exception("worker dropped a record it could not handle", extra={"worker": self.index})
                 finally:
@@ -197,11 +210,11 @@ class Worker:
             self._wake_io()
 
     def _dispatch(self, record: memoryview) -> None:
-        kind, io, peer, connection, request, _, received_ns = slots.INGRESS.unpack_from(record)
-        body = record[slots.HEADER_SIZE :]
-        if kind == slots.Ingress.PREPARE:
+        kind, io, peer, connection, request, _, received_ns = _unpack_ingress(record)
+        body = record[_HEADER_SIZE:]
+        if kind == _PREPARE:
             self._on_prepare(io, peer, connection, request, received_ns, body)
-        elif kind == slots.Ingress.REPLY:
+        elif kind == _REPLY:
             self._on_reply(peer, request, body)
         elif kind == slots.Ingress.PEER_UP:
             self.ctx.peer_io[peer] = io
@@ -216,31 +229,30 @@ class Worker:
 
     def _on_prepare(self, io: int, peer: int, connection: int, request: int, received_ns: int,
                     body: memoryview) -> None:
-        source = peek(self.ctx.peers, peer)
+        peers = self._peers
+        source = peers[peer] if peer in peers else None  # peek(), inlined: every packet
         reply_to = (io, peer, connection, request, received_ns)
         if source is None:
             log.warning("prepare from an unknown peer index", extra={"peer": peer})
             return
         try:
-            prepare = ilp.PrepareView(body)
+            base, amount, expires_at_ms, condition, destination = ilp.read_prepare(body)
         except CodecError as exc:
             return self._reject(reply_to, ilp.F01_INVALID_PACKET, f"invalid packet: {exc}")
         if source.rate_limit is not None and not source.rate_limit.take():
             if self._telemetry is not None:
-                self._telemetry.rate_limited(peer, 1, prepare.amount)
+                self._telemetry.rate_limited(peer, 1, amount)
             return self._reject(reply_to, ilp.T05_RATE_LIMITED, "rate limit exceeded")
-        destination = prepare.destination
         if destination == ildcp.ILDCP_DESTINATION:
             return self._answer_ildcp(reply_to, source)
-        amount = prepare.amount
         if source.max_packet_amount is not None and amount > source.max_packet_amount:
             return self._reject(reply_to, ilp.F08_AMOUNT_TOO_LARGE, "packet amount exceeds the maximum",
                                 ilp.encode_amount_too_large(amount, source.max_packet_amount))
-        out_peer = self.ctx.routes.resolve(destination)
-        target = peek(self.ctx.peers, out_peer) if out_peer is not None else None
+        out_peer = self._resolve_route(destination)
+        target = peers[out_peer] if out_peer in peers else None
         if target is None or out_peer == peer:
             return self._reject(reply_to, ilp.F02_UNREACHABLE, f"no route to {destination[:100]}")
-        out_io = peek(self.ctx.peer_io, out_peer)
+        out_io = peek(self._peer_io, out_peer)
         if out_io is None:
             return self._reject(reply_to, ilp.T01_PEER_UNREACHABLE, f"peer {target.name} is not connected")
         out_amount = convert_amount(amount, source.asset, target.asset)
@@ -248,26 +260,24 @@ class Worker:
             return self._reject(reply_to, ilp.F02_UNREACHABLE,
                                 f"no rate from {source.asset.code} to {target.asset.code}")
         now_ms = time.time_ns() // 1_000_000
-        expiry_ms = self.ctx.expiry.outgoing_expiry(prepare.expires_at_ms, now_ms)
+        expiry_ms = self._outgoing_expiry(expires_at_ms, now_ms)
         if expiry_ms is None:
             return self._reject(reply_to, ilp.R02_INSUFFICIENT_TIMEOUT, "too little time left to forward")
         packet_id, request_out = self._new_ids()
-        condition = bytes(prepare.execution_condition)
         if self._reserve_async is not None:
             return self._park(Parked(packet_id, reply_to, out_peer, amount, out_amount, condition, expiry_ms,
                                      bytearray(body), received_ns), peer)
-        code = self.ctx.books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
-                                      self._ledger, int.from_bytes(condition[:16], "little"))
+        code = self._books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
+                                   self._ledger, int.from_bytes(condition[:16], "little"))
         if code is not None:
             return self._reject(reply_to, code, _REFUSAL.get(code, "ledger refused"))
-        prepare.set_amount(out_amount)
-        prepare.set_expires_at_ms(expiry_ms)
+        ilp.write_prepare(body, base, out_amount, expiry_ms)
         deadline = time.monotonic_ns() + (expiry_ms - now_ms) * 1_000_000
         key = (out_peer, request_out)
         self._inflight[key] = InFlight(packet_id, peer, io, connection, request, out_peer, amount, out_amount,
                                        condition, deadline, received_ns)
         heapq.heappush(self._deadlines, (deadline, key))
-        self._send(out_io, slots.Egress.PREPARE, out_peer, 0, request_out, received_ns, body)
+        self._send(out_io, _EGRESS_PREPARE, out_peer, 0, request_out, received_ns, body)
 
     # ----------------------------------------------------------------- asynchronous reservations
 
@@ -376,16 +386,16 @@ class Worker:
 
     def _on_fulfill(self, entry: InFlight, reply_to, body: memoryview) -> None:
         try:
-            fulfill = ilp.decode_fulfill(body)
+            fulfillment = ilp.read_fulfillment(body)
         except CodecError:
-            self.ctx.books.release(entry.packet_id, self._ledger)
+            self._books.release(entry.packet_id, self._ledger)
             return self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop sent an invalid Fulfill")
-        if hashlib.sha256(fulfill.fulfillment).digest() != entry.condition:
-            self.ctx.books.release(entry.packet_id, self._ledger)
+        if _sha256(fulfillment).digest() != entry.condition:
+            self._books.release(entry.packet_id, self._ledger)
             return self._reject(reply_to, ilp.F05_WRONG_CONDITION, "fulfillment does not match the condition")
         io, peer, connection, request, received_ns = reply_to
-        held = _egress_record(slots.Egress.REPLY, peer, connection, request, received_ns, body)
-        if not self.ctx.books.commit(entry.packet_id, self._ledger, (io, held)):
+        held = _pack_egress(_EGRESS_REPLY, 0, peer, connection, request, 0, received_ns) + body
+        if not self._books.commit(entry.packet_id, self._ledger, (io, held)):
             # The reservation expired or was voided meanwhile: never fulfil what is not booked.
             return self._reject(reply_to, ilp.R00_TRANSFER_TIMED_OUT, "the reservation expired before the Fulfill")
         self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED, None,
@@ -425,22 +435,19 @@ class Worker:
 
     def _reply(self, reply_to, packet, *, outcome: Outcome = Outcome.FULFILLED, code: str | None = None) -> None:
         io, peer, connection, request, received_ns = reply_to
-        self._send(io, slots.Egress.REPLY, peer, connection, request, received_ns, packet)
+        self._send(io, _EGRESS_REPLY, peer, connection, request, received_ns, packet)
         if outcome is not Outcome.FULFILLED:
             self._emit(peer, None, 0, 0, outcome, code, received_ns)
 
     def _send(self, io: int, kind: int, peer: int, connection: int, request: int, received_ns: int, body) -> None:
+        header = _pack_egress(kind, 0, peer, connection, request, 0, received_ns)
         ring = self._egress[io]
-        first, count = ring.claim(1, timeout=5.0)
-        if not count:
-            log.error("egress ring stayed full for 5 s; record dropped", extra={"io": io, "peer": peer})
-            return
-        slot = ring.slot(first)
-        slots.EGRESS.pack_into(slot, 0, kind, 0, peer, connection, request, 0, received_ns)
-        size = len(body)
-        slot[slots.HEADER_SIZE : slots.HEADER_SIZE + size] = body
-        ring.set_length(first, slots.HEADER_SIZE + size)
-        ring.publish(first, 1)
+        if not ring.try_put(header, body):  # full: wait for the I/O thread to make room
+            try:
+                ring.put(header + body, timeout=5.0)
+            except TimeoutError:
+                log.error("egress ring stayed full for 5 s; record dropped", extra={"io": io, "peer": peer})
+                return
         self._woken.add(io)
 
     def _wake_io(self) -> None:
@@ -468,10 +475,3 @@ class _Answer:
 
     def __call__(self, code: str | None) -> None:
         self.deliver(self.owner, self.packet_id, code)
-
-
-def _egress_record(kind: int, peer: int, connection: int, request: int, received_ns: int, body) -> bytes:
-    record = bytearray(slots.HEADER_SIZE + len(body))
-    slots.EGRESS.pack_into(record, 0, kind, 0, peer, connection, request, 0, received_ns)
-    record[slots.HEADER_SIZE :] = body
-    return bytes(record)
