@@ -88,6 +88,13 @@ class LedgerEmitter:
         if len(transfers) > MAX_EVENTS or len(accounts) > MAX_EVENTS:
             raise ValueError(f"a record carries at most {MAX_EVENTS} accounts and {MAX_EVENTS} transfers")
         kind, target, payload = (KIND_PLAIN, 0, b"") if reply is None else (KIND_HELD_REPLY, reply[0], reply[1])
+        if not accounts:  # every packet's record: one ring call, header and body copied into the slot
+            body = pack_transfers(transfers) + payload if payload else pack_transfers(transfers)
+            if (not self._backlog and len(body) + RECORD.size <= self._room
+                    and self.ring.try_put(self._whole + RECORD.pack(0, len(transfers), kind, target), body)):
+                self.emitted += 1
+                return True
+            return self.emit_record(RECORD.pack(0, len(transfers), kind, target) + body)
         record = b"".join((RECORD.pack(len(accounts), len(transfers), kind, target),
                            *[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
         return self.emit_record(record)
