@@ -1,6 +1,6 @@
 """The worker's own cost per packet, in-process: no sockets, the real rings and ledger.
 
-    PYTHON_GIL=0 python -m connector.packet.bench [--packets N] [--window W] [--repeat R]
+    PYTHON_GIL=0 python -m connector.packet.bench [--packets N] [--window W] [--repeat R] [--timeout S]
 
 One worker thread forwards Prepares from peer `sender` to peer `receiver` and commits
 their Fulfills, on the durable embedded ledger (in a temporary directory) with telemetry
@@ -58,16 +58,19 @@ def _prepare_record(request: int, packet: bytes) -> bytes:
     return header + packet
 
 
-def _feed(ingress: Ring, egress: Ring, waker: _Waker, packets: int, window: int, done: list) -> None:
-    """Keep `window` Prepares in flight; answer forwarded ones; count durable Fulfills."""
+def _feed(ingress: Ring, egress: Ring, waker: _Waker, packets: int, window: int, timeout_s: float,
+          done: list) -> None:
+    """Keep `window` Prepares in flight; answer forwarded ones; count durable Fulfills
+    (until all came back, or `timeout_s` passed)."""
     ingress, egress = ingress.handle(), egress.handle()
     packet = ilp.encode_prepare(ilp.Prepare(
         amount=10, expires_at=datetime.now(timezone.utc) + timedelta(seconds=30),
         execution_condition=CONDITION, destination="g.bench.receiver.payment", data=b"d" * 32))
     fulfill = ilp.encode_fulfill(ilp.Fulfill(FULFILLMENT, b""))
     sent = fulfilled = 0
+    deadline = time.monotonic() + timeout_s
     try:
-        while fulfilled < packets:
+        while fulfilled < packets and time.monotonic() < deadline:
             batch = min(window - (sent - fulfilled), packets - sent)
             if batch > 0:
                 ingress.put_many([_prepare_record(sent + i + 1, packet) for i in range(batch)], timeout=5)
@@ -94,7 +97,7 @@ def _feed(ingress: Ring, egress: Ring, waker: _Waker, packets: int, window: int,
         egress.detach()
 
 
-def run(packets: int, window: int, directory: str) -> dict:
+def run(packets: int, window: int, directory: str, timeout_s: float = 60.0) -> dict:
     prefix = f"wbench-{uuid.uuid4().hex[:8]}"
     ingress = Ring.create(f"{prefix}-in", slot_size=2048, capacity=4096, kind=RingKind.MPMC)
     egress = Ring.create(f"{prefix}-eg", slot_size=2048, capacity=4096, kind=RingKind.MPMC)
@@ -125,7 +128,7 @@ def run(packets: int, window: int, directory: str) -> dict:
                     telemetry_factory=telemetry.emitter)
     worker.start()
     done: list[int] = []
-    feeder = threading.Thread(target=_feed, args=(ingress, egress, waker, packets, window, done), name="feeder")
+    feeder = threading.Thread(target=_feed, args=(ingress, egress, waker, packets, window, timeout_s, done), name="feeder")
     try:
         time.sleep(0.05)
         worker_cpu, writer_cpu = _thread_cpu_s(worker._thread), _thread_cpu_s(ledger._writer)
@@ -147,6 +150,8 @@ def run(packets: int, window: int, directory: str) -> dict:
         for ring in (ingress, egress, telemetry.ring):
             ring.destroy()
     count = done[0] if done else 0
+    if count < packets:
+        raise RuntimeError(f"only {count} of {packets} packets came back fulfilled within {timeout_s} s")
     return {"packets": count, "seconds": round(elapsed, 3), "packets_per_s": round(count / elapsed),
             "worker_us_per_packet": round(worker_cpu / count * 1e6, 2),
             "writer_us_per_packet": round(writer_cpu / count * 1e6, 2)}
@@ -157,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=100_000)
     parser.add_argument("--window", type=int, default=64, help="Prepares in flight")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a run may take at most")
     args = parser.parse_args(argv)
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="worker-bench-") as directory:
-            runs.append(run(args.packets, args.window, directory))
+            runs.append(run(args.packets, args.window, directory, args.timeout))
     summary = {key: statistics.median(r[key] for r in runs)
                for key in ("packets_per_s", "worker_us_per_packet", "writer_us_per_packet")}
     print(json.dumps({"runs": runs, "median": summary}))

@@ -247,3 +247,13 @@ def test_ledger_bench_times_every_packet_for_stalls():
     stalls = json.loads(proc.stdout)["stalls"]
     assert stalls["packets"] > 0 and stalls["window_full_after_packets"] == 65536
     assert len(stalls["slow_packets"]) == min(40, stalls["slow_while_filling"] + stalls["slow_after_full"])
+
+
+def test_worker_bench_forwards_and_commits_every_packet():
+    proc = subprocess.run([sys.executable, "-m", "connector.packet.bench", "--packets", "2000", "--repeat", "2"],
+                          capture_output=True, text=True, timeout=90, env={**os.environ, "PYTHON_GIL": "0"}, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert [run["packets"] for run in result["runs"]] == [2000, 2000]
+    assert all(run["worker_us_per_packet"] > 0 and run["writer_us_per_packet"] > 0 for run in result["runs"])
+    assert result["median"]["packets_per_s"] > 0
