@@ -48,6 +48,16 @@ def convert_amount(amount: int, source: Asset, destination: Asset) -> int | None
     return amount // 10**-shift
 
 
+MAX_AMOUNT = (1 << 64) - 1  # ILP amounts are UInt64
+
+
+def largest_convertible(source: Asset, destination: Asset) -> int:
+    """The largest amount of `source` whose conversion still fits a UInt64 (the maximum an
+    F08 reject names when a scale-up would overflow)."""
+    shift = destination.scale - source.scale
+    return MAX_AMOUNT // 10**shift if shift > 0 else MAX_AMOUNT
+
+
 class TokenBucket:
     """Per-peer packet rate limit shared by every worker: `rate` packets per second with
     bursts up to `burst`.  A short lock per call (a few hundred nanoseconds, one peer's

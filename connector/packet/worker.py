@@ -38,7 +38,7 @@ from ..codec.errors import CodecError
 from ..lockfree import peek
 from ..telemetry.events import Outcome
 from .peers import PeerInfo
-from .policy import ExpiryPolicy, convert_amount
+from .policy import MAX_AMOUNT, ExpiryPolicy, convert_amount, largest_convertible
 from .routing import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,9 @@ class Worker:
         if out_amount is None:
             return self._reject(reply_to, ilp.F02_UNREACHABLE,
                                 f"no rate from {source.asset.code} to {target.asset.code}")
+        if out_amount > MAX_AMOUNT:  # a scale-up past UInt64: refuse before anything is reserved
+            return self._reject(reply_to, ilp.F08_AMOUNT_TOO_LARGE, "the amount does not fit the next hop's scale",
+                                ilp.encode_amount_too_large(amount, largest_convertible(source.asset, target.asset)))
         now_ms = time.time_ns() // 1_000_000
         expiry_ms = self._outgoing_expiry(expires_at_ms, now_ms)
         if expiry_ms is None:

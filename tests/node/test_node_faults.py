@@ -113,6 +113,30 @@ def test_a_peer_over_its_rate_limit_gets_t05(tmp_path):
         n.stop()
 
 
+def test_an_amount_too_large_for_the_next_hop_after_conversion_is_f08_and_nothing_stays_reserved(tmp_path):
+    config = write_config(tmp_path)
+    text = config.read_text().replace("    btp: {mode: server, secret_env: ALICE_SECRET}",
+                                      "    asset_scale: 0\n    btp: {mode: server, secret_env: ALICE_SECRET}")
+    config.write_text(text.replace("    btp: {mode: server, secret_env: BOB_SECRET}",
+                                   "    asset_scale: 10\n    btp: {mode: server, secret_env: BOB_SECRET}"))
+    n = Node(load_config(config, {**os.environ, **SECRETS}))
+    n.start()
+    alice, bob = client(*n.btp_address, "alice"), client(*n.btp_address, "bob")
+    bob.serve(fulfil)
+    try:
+        largest = ((1 << 64) - 1) // 10**10  # 1,844,674,407
+        assert reject_code(alice.request(prepare(b"fits", amount=50))) is None
+        started = time.monotonic()
+        reply = alice.request(prepare(b"overflows", amount=largest + 1))
+        assert reject_code(reply) == "F08" and time.monotonic() - started < 5
+        assert ilp.decode_amount_too_large(ilp.decode_reject(reply).data) == ilp.AmountTooLarge(largest + 1, largest)
+        assert nothing_pending(n)
+    finally:
+        alice.close()
+        bob.close()
+        n.stop()
+
+
 def test_threads_are_pinned_to_the_configured_cpus(tmp_path):
     config = write_config(tmp_path)
     config.write_text(config.read_text().replace(
