@@ -1,7 +1,9 @@
 """The C pass over a Prepare (`_prepare.prepare_layout`) agrees with the Python codec:
 on every well-formed Prepare it answers what `_prepare_layout` and `decode_timestamp_ms`
 answer, and on anything else it answers None (the Python codec then raises its precise
-error), never a different layout."""
+error), never a different layout.  The same holds for the worker's reads
+(`prepare_fields`, `fulfillment_of`), and `write_prepare_fields` writes the bytes the
+Python setters write, or nothing."""
 
 from __future__ import annotations
 
@@ -105,6 +107,9 @@ def test_the_view_keeps_the_expiry_it_writes():
     assert view.expires_at_ms == ilp.PrepareView(bytes(view.buffer)).expires_at_ms
 
 
+SAMPLE = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
+
+
 def python_fields(buffer: bytes):
     try:
         view = ilp.PrepareView(buffer)
@@ -149,29 +154,26 @@ def test_amount_and_expiry_are_written_in_c_as_in_python(prepare, amount, moment
     (-1, 0), (1 << 64, 0), (True, 0), (1.0, 0), (1, -62135596800001), (1, 253402300800000), (1, 1 << 70), (1, "0"),
 ])
 def test_out_of_range_values_write_nothing(amount, expires_at_ms):
-    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
-    buffer = bytearray(prepare)
+    buffer = bytearray(SAMPLE)
     assert write_prepare_fields(buffer, 2, amount, expires_at_ms) is False
     with pytest.raises((CodecError, TypeError)):
         ilp.write_prepare(buffer, 2, amount, expires_at_ms)
-    assert buffer == prepare
+    assert buffer == SAMPLE
 
 
 def test_the_first_and_last_representable_moments_are_written():
-    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
     for moment in (datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc),
                    datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)):
-        buffer = bytearray(prepare)
+        buffer = bytearray(SAMPLE)
         expires_at_ms = ilp.read_prepare(ilp.encode_prepare(ilp.Prepare(7, moment, b"\1" * 32, "g.a", b"x")))[2]
         assert write_prepare_fields(buffer, 2, 7, expires_at_ms) is True
         assert ilp.PrepareView(buffer).expires_at == moment
 
 
 def test_a_read_only_buffer_is_left_to_the_python_codec():
-    prepare = ilp.encode_prepare(ilp.Prepare(7, datetime(2030, 1, 1, tzinfo=timezone.utc), b"\1" * 32, "g.a", b"x"))
-    assert write_prepare_fields(prepare, 2, 1, 0) is False
+    assert write_prepare_fields(SAMPLE, 2, 1, 0) is False
     with pytest.raises(TypeError):
-        ilp.write_prepare(prepare, 2, 1, 0)
+        ilp.write_prepare(SAMPLE, 2, 1, 0)
 
 
 fulfills = st.builds(ilp.Fulfill, st.binary(min_size=32, max_size=32),
