@@ -88,26 +88,22 @@ class LedgerEmitter:
         if len(transfers) > MAX_EVENTS or len(accounts) > MAX_EVENTS:
             raise ValueError(f"a record carries at most {MAX_EVENTS} accounts and {MAX_EVENTS} transfers")
         kind, target, payload = (KIND_PLAIN, 0, b"") if reply is None else (KIND_HELD_REPLY, reply[0], reply[1])
-        if not accounts:  # every packet's record: one ring call, header and body copied into the slot
-            body = pack_transfers(transfers) + payload if payload else pack_transfers(transfers)
-            if (not self._backlog and len(body) + RECORD.size <= self._room
-                    and self.ring.try_put(self._whole + RECORD.pack(0, len(transfers), kind, target), body)):
-                self.emitted += 1
-                return True
-            return self.emit_record(RECORD.pack(0, len(transfers), kind, target) + body)
-        record = b"".join((RECORD.pack(len(accounts), len(transfers), kind, target),
-                           *[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
-        return self.emit_record(record)
+        header = RECORD.pack(len(accounts), len(transfers), kind, target)
+        body = b"".join((*[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
+        return self.emit_record(header, body)
 
     def emit_sync(self, token: int) -> bool:
         """A marker the writer reports back once everything before it is durable."""
         return self.emit_record(pack_record((), (), KIND_SYNC, token))
 
-    def emit_record(self, record: bytes) -> bool:
+    def emit_record(self, record: bytes, tail: bytes = b"") -> bool:
+        """Publish `record` followed by `tail` (header and body, joined only if the record
+        has to be split over several slots)."""
         self.emitted += 1
-        if not self._backlog and len(record) <= self._room and self.ring.try_put(self._whole + record):
-            return True  # the common case: one slot, nothing queued before it
-        slots = fragments(self.emitter_id, record, self.ring.slot_size)
+        if (not self._backlog and len(record) + len(tail) <= self._room
+                and self.ring.try_put(self._whole + record, tail)):
+            return True  # the common case: one slot, nothing queued before it: one ring call
+        slots = fragments(self.emitter_id, record + tail, self.ring.slot_size)
         if self._backlog and not self.flush():
             self._backlog.extend(slots)
             self.deferred += 1
