@@ -116,7 +116,8 @@ class Node:
             TransportConfig(io_index=0, listen_host=cfg.btp_server.host, listen_port=cfg.btp_server.port,
                             ilp_address=cfg.node.address),
             [transport_peer(p, cfg.btp_server.max_message_bytes) for p in cfg.peers.values()],
-            ingress=self.ingress.name, egress=self.egress[0].name)
+            ingress=self.ingress.name, egress=self.egress[0].name,
+            forward_latency=self.telemetry.state.forward_latency, answer_latency=self.telemetry.state.answer_latency)
         self.context = PathContext(
             address=cfg.node.address, peers=path_peers(cfg), routes=routing_table(cfg),
             expiry=ExpiryPolicy(cfg.expiry.min_message_window_ms, cfg.expiry.max_hold_time_ms),

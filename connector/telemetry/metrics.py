@@ -110,6 +110,11 @@ class MetricsState:
         self.incoming: dict[tuple[int, int, bytes], list[int]] = {}  # (peer, outcome, code) -> [packets, value]
         self.outgoing: dict[tuple[int, int, bytes], list[int]] = {}
         self.latency: dict[int, Histogram] = {}  # outcome -> seconds in the connector
+        # Written by the I/O thread alone, without the lock (one writer; a scrape may see
+        # a bucket one packet ahead of the sum): Prepare in -> Prepare written to the next
+        # hop, and Prepare in -> its Fulfill or Reject written to the sender.
+        self.forward_latency = Histogram(LATENCY_BUCKETS)
+        self.answer_latency = Histogram(LATENCY_BUCKETS)
         self.rate_limited: dict[int, int] = {}
         self.peer_up: dict[int, int] = {}
         self.ledger_batch = Histogram(LEDGER_BATCH_BUCKETS)
@@ -276,7 +281,20 @@ class TelemetryCollector(Collector):
                                        labels=["result"])
         for outcome, histogram in sorted(self._state.latency.items()):
             family.add_metric([_RESULT_BY_STATUS[outcome]], histogram.cumulative(), histogram.sum)
-        return [family]
+        out = [family]
+        for name, documentation, histogram in (
+                ("ilp_connector_forward_latency_seconds",
+                 "Time from a Prepare read from a peer to it written to the next hop's connection",
+                 self._state.forward_latency),
+                ("ilp_connector_answer_latency_seconds",
+                 "Time from a Prepare read from a peer to its Fulfill or Reject written to that peer's "
+                 "connection (the next hop's time and a Fulfill's durable hold included)",
+                 self._state.answer_latency)):
+            family = HistogramMetricFamily(name, documentation)
+            if sum(histogram.counts):
+                family.add_metric([], histogram.cumulative(), histogram.sum)
+            out.append(family)
+        return out
 
     def _ledger(self) -> list[Metric]:
         state = self._state

@@ -35,6 +35,7 @@ import select
 import socket
 import threading
 import time
+from bisect import bisect_left
 
 from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
@@ -75,15 +76,28 @@ _ACCEPTS_PER_TURN = 64
 _DUMMY_SECRET = secrets.token_bytes(32)  # compared against when the username is unknown
 
 
+class _Histogram:
+    """Where the latencies go when nobody asked for them."""
+
+    def __init__(self):
+        self.bounds, self.counts, self.sum = (), [0], 0.0
+
+
+_NO_HISTOGRAM = _Histogram()
+
+
 class IoThread:
     """One I/O thread.  Build it, `start()` it, feed its egress ring and `waker`, `stop()` it.
 
     `ingress` and `egress` are rings (or their names); the thread takes its own handle on
     each.  `peers` is the peer table: indices must be unique, server-role usernames too.
+    `forward_latency` and `answer_latency` (histograms with `bounds` in seconds, `counts`
+    one longer, and `sum`; written by this thread only) count, for every Prepare and every
+    reply written to a connection, the time since its Prepare was read.
     """
 
     def __init__(self, config: TransportConfig, peers: list[Peer], *, ingress: Ring | str,
-                 egress: Ring | str):
+                 egress: Ring | str, forward_latency=None, answer_latency=None):
         self.config = config
         self.peers = {peer.index: peer for peer in peers}
         if len(self.peers) != len(peers):
@@ -95,6 +109,8 @@ class IoThread:
             raise ValueError("server-role peers must have distinct auth usernames")
         self._links = [PeerLink(p, *parse_ws_url(p.url)) for p in peers if p.btp_role == CLIENT]
         self._ingress_source, self._egress_source = ingress, egress
+        self._latency = (_NO_HISTOGRAM if forward_latency is None else forward_latency,
+                         _NO_HISTOGRAM if answer_latency is None else answer_latency)
         self.waker = Waker()
         self.listen_address: tuple[str, int] | None = None
         self._listener: socket.socket | None = None
@@ -701,17 +717,23 @@ class IoThread:
         soft_limit, stats = self._soft_limit, self.stats
         out_prepare, out_reply, open_, message, response = _OUT_PREPARE, _OUT_REPLY, _OPEN, _MESSAGE, _RESPONSE
         header_size = HEADER_SIZE
+        # the latency histograms, bucketed inline (a method call per frame costs more)
+        forward, answer = self._latency
+        forward_bounds, forward_counts, answer_bounds, answer_counts = (
+            forward.bounds, forward.counts, answer.bounds, answer.counts)
+        forward_sum = answer_sum = 0.0
         for turn in range(self._egress_batches):
             if turn:
                 first, count = ring.try_consume(batch)
                 if not count:
                     return False
-            now = time.monotonic()
+            now_ns = time.monotonic_ns()
+            now = now_ns / 1e9
             frames_out = 0
             try:
                 for position in range(first, first + count):
                     view = view_of(position)
-                    kind, _, peer_index, conn_id, request_id, _, _ = unpack(view, 0)
+                    kind, _, peer_index, conn_id, request_id, _, entered_ns = unpack(view, 0)
                     # the packet path: a Prepare or a reply for an open connection, one C call
                     if kind == out_prepare or kind == out_reply:
                         conn = current.get(peer_index) if conn_id == 0 else connections.get(conn_id)
@@ -721,8 +743,16 @@ class IoThread:
                                 if conn.outstanding.setdefault(request_id, now) != now:
                                     log.warning("request id reused while outstanding",
                                                 extra={**conn.log_fields(), "request_id": request_id})
+                                if entered_ns:
+                                    seconds = (now_ns - entered_ns) * 1e-9
+                                    forward_counts[bisect_left(forward_bounds, seconds)] += 1
+                                    forward_sum += seconds
                             else:
                                 frame_type = response
+                                if entered_ns:
+                                    seconds = (now_ns - entered_ns) * 1e-9
+                                    answer_counts[bisect_left(answer_bounds, seconds)] += 1
+                                    answer_sum += seconds
                             writer, out = conn.writer, conn.out
                             append(out, frame_type, request_id, view[header_size:],
                                    writer.next_key() if writer.mask else None)
@@ -737,6 +767,9 @@ class IoThread:
             finally:
                 ring.release(first, count)
                 stats["frames_out"] += frames_out
+                forward.sum += forward_sum
+                answer.sum += answer_sum
+                forward_sum = answer_sum = 0.0
             stats["egress_records"] += count
         return True
 

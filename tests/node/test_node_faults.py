@@ -183,6 +183,13 @@ def test_metrics_health_and_ready_are_served(node):
     assert lines and float(lines[0].split()[-1]) == 3.0, text[:2000]
     assert "ilp_connector_packet_latency_seconds_bucket" in text
     assert 'ilp_connector_balance{account="bob"' in text
+    # The I/O thread's own clocks: every Prepare forwarded to bob and every Fulfill written
+    # back to alice, each measured from when alice's Prepare was read.
+    samples = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("ilp_connector_forward_latency_seconds", "ilp_connector_answer_latency_seconds"))}
+    assert samples["ilp_connector_forward_latency_seconds_count"] == 3.0
+    assert samples["ilp_connector_answer_latency_seconds_count"] == 3.0
+    assert 0 < samples["ilp_connector_forward_latency_seconds_sum"] < samples["ilp_connector_answer_latency_seconds_sum"]
 
 
 def test_the_garbage_collector_is_tuned_at_start(node):
