@@ -10,14 +10,17 @@
  *
  * Thread safety: a RingCore binds to the first thread that moves slots through it and
  * raises the ring's error class for any other thread, so its private SPSC caches and its
- * Py_buffer are only ever touched by one thread.  Parking (futex wait) stays in Python,
- * on ringbuf._atomics.
+ * Py_buffer are only ever touched by one thread.  A consumer waits in consume_wait():
+ * spin, then park on the data event count (docs/ringbuf.md) with the interpreter released;
+ * producers waiting for space park from Python, on ringbuf._atomics.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pythread.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <time.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -370,17 +373,111 @@ RingCore_get_many(RingCore *self, PyObject *arg)
     return items;
 }
 
+/* Published slots waiting at the consumer cursor (or the ring is closed)? */
+static int
+data_ready(RingCore *self)
+{
+    if (is_closed(self)) return 1;
+    if (self->kind == KIND_SPSC)
+        return __atomic_load_n(WORD(self, self->off_producer), __ATOMIC_ACQUIRE) != self->c_next;
+    uint64_t start = __atomic_load_n(WORD(self, self->off_consumer), __ATOMIC_ACQUIRE);
+    uint64_t seq = __atomic_load_n((uint64_t *)(slot_at(self, start) + self->slot_seq), __ATOMIC_ACQUIRE);
+    return seq == start + 1;
+}
+
+static double
+monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* The consumer's side of the event count (docs/ringbuf.md, "Parking without lost
+ * wake-ups"): note the epoch, count ourselves parked, fence, look once more, sleep on the
+ * epoch only if still nothing.  The futex wait runs detached from the interpreter, so a
+ * parked thread never holds up a stop-the-world pause.  -1 with an exception set if a
+ * signal handler raised. */
+static int
+park(RingCore *self, double timeout)
+{
+    uint32_t *epoch_word = WORD32(self, self->off_data_epoch);
+    uint64_t *waiters = WORD(self, self->off_data_waiters);
+    uint32_t epoch = __atomic_load_n(epoch_word, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int err = 0;
+    if (!data_ready(self)) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)timeout;
+        ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+        Py_BEGIN_ALLOW_THREADS
+        if (syscall(SYS_futex, epoch_word, FUTEX_WAIT, epoch, &ts, NULL, 0) != 0) err = errno;
+        Py_END_ALLOW_THREADS
+    }
+    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    if (err == EINTR && PyErr_CheckSignals() < 0) return -1;
+    return 0;
+}
+
+/* consume_wait(n, timeout, spin, park_timeout) -> (first, count): take 1..n published
+ * slots, re-checking `spin` times and then parking (at most park_timeout seconds per
+ * park) while the ring is empty.  timeout < 0 waits for ever.  Count 0 on timeout; -1
+ * once the ring is closed and drained (its flag read before the slots: see "Closing"). */
+static PyObject *
+RingCore_consume_wait(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t n, spin, first = 0, count = 0;
+    if (nargs != 4 || parse_u64(args[0], &n) < 0 || parse_u64(args[2], &spin) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "consume_wait(n, timeout, spin, park_timeout)");
+        return NULL;
+    }
+    double timeout = PyFloat_AsDouble(args[1]), park_timeout = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (enter(self) < 0) return NULL;
+    double deadline = timeout < 0 ? -1.0 : monotonic_s() + timeout;
+    for (;;) {
+        int closed = is_closed(self);
+        count = take(self, n, &first);
+        if (count) break;
+        if (closed)
+            return Py_BuildValue("(KL)", (unsigned long long)first, -1LL);
+        if (spin) {
+            spin--;
+            cpu_relax();
+            continue;
+        }
+        double remaining = park_timeout;
+        if (deadline >= 0) {
+            double left = deadline - monotonic_s();
+            if (left <= 0) break;
+            if (left < remaining) remaining = left;
+        }
+        if (park(self, remaining) < 0) return NULL;
+        if (self->base == NULL) {  /* detached by a signal handler while we slept */
+            PyErr_SetString(self->ring_error, "ring handle used after detach()");
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(KL)", (unsigned long long)first, (long long)count);
+}
+
 /* has_data() / has_space(): what a parked thread re-checks (docs/ringbuf.md) */
 static PyObject *
 RingCore_has_data(RingCore *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->base == NULL) Py_RETURN_TRUE;
-    if (is_closed(self)) Py_RETURN_TRUE;
-    if (self->kind == KIND_SPSC)
-        return PyBool_FromLong(__atomic_load_n(WORD(self, self->off_producer), __ATOMIC_ACQUIRE) != self->c_next);
-    uint64_t start = __atomic_load_n(WORD(self, self->off_consumer), __ATOMIC_ACQUIRE);
-    uint64_t seq = __atomic_load_n((uint64_t *)(slot_at(self, start) + self->slot_seq), __ATOMIC_ACQUIRE);
-    return PyBool_FromLong(seq == start + 1);
+    return PyBool_FromLong(data_ready(self));
 }
 
 static PyObject *
@@ -476,6 +573,8 @@ static PyMethodDef RingCore_methods[] = {
     {"publish", FASTCALL(RingCore_publish), "publish(first, count)"},
     {"put", FASTCALL(RingCore_put), "put(data[, tail]) -> 1 done, 0 full, -1 closed"},
     {"try_consume", (PyCFunction)RingCore_try_consume, METH_O, "try_consume(n) -> (first, count)"},
+    {"consume_wait", FASTCALL(RingCore_consume_wait),
+     "consume_wait(n, timeout, spin, park_timeout) -> (first, count); count 0 on timeout, -1 closed and drained"},
     {"length", (PyCFunction)RingCore_length, METH_O, "length(position) -> payload length of a slot"},
     {"release", FASTCALL(RingCore_release), "release(first, count)"},
     {"get_many", (PyCFunction)RingCore_get_many, METH_O, "get_many(n) -> [bytes]: take, copy out, release"},

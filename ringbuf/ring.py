@@ -235,17 +235,12 @@ class Ring:
     def consume(self, n: int = 1, timeout: float | None = None) -> tuple[int, int]:
         """Take 1..n published slots, parking while the ring is empty.
 
-        Count 0 only on timeout; RingClosed once the ring is closed and drained."""
-        first, count = self._core.try_consume(n)
-        if count:
-            return first, count
-        return self._wait(lambda: self._try_consume_open(n), self._core.has_data,
-                          layout.OFF_DATA_EPOCH, layout.OFF_DATA_WAITERS, timeout)
-
-    def _try_consume_open(self, n: int) -> tuple[int, int]:
-        closed = self._words.load(layout.OFF_CLOSED)  # read before looking: see docs/ringbuf.md
-        first, count = self._core.try_consume(n)
-        if count == 0 and closed:
+        Count 0 only on timeout; RingClosed once the ring is closed and drained.  The
+        spinning and parking run in C (`RingCore.consume_wait`): a worker that finds the
+        ring empty a few thousand times a second pays no interpreter work for it."""
+        first, count = self._core.consume_wait(n, -1.0 if timeout is None else timeout, self.spin,
+                                               self.park_timeout)
+        if count < 0:
             raise RingClosed(f"ring {self.name!r} was closed by its producer and is drained")
         return first, count
 

@@ -62,6 +62,31 @@ def test_empty_ring_takes_nothing_and_get_times_out(ring_name, kind):
         assert ring.get_many(4, timeout=0.01) == []
 
 
+@pytest.mark.parametrize("spin", [0, 1000])
+def test_consume_waits_out_its_timeout_over_several_parks(ring_name, kind, spin):
+    """The wait loop runs in C: a timeout longer than one park re-parks until it is spent,
+    and a publication made while it waits is taken."""
+    import time
+
+    with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=spin, park_timeout=0.01) as ring:
+        started = time.monotonic()
+        assert ring.consume(2, timeout=0.06)[1] == 0
+        assert 0.05 <= time.monotonic() - started < 1.0
+        producer = ring.handle()
+        timer = threading.Timer(0.05, lambda: producer.put(b"late"))
+        timer.start()
+        try:
+            first, count = ring.consume(2, timeout=5.0)
+        finally:
+            timer.join()
+            producer.detach()
+        assert count == 1 and bytes(ring.view(first)) == b"late"
+        ring.release(first, count)
+        ring.close()
+        with pytest.raises(RingClosed):
+            ring.consume(1, timeout=5.0)
+
+
 def test_zero_copy_claim_write_publish_view_release(ring_name, kind):
     with Ring.create(ring_name, slot_size=64, capacity=8, kind=kind) as ring:
         first, count = ring.claim(3)
