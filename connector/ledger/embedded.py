@@ -288,8 +288,13 @@ class EmbeddedLedger:
         carry: deque = deque()
         last_sweep = last_checkpoint = time.monotonic()
         next_commit = 0.0
+        flowing = False  # the last turn committed: more is likely on its way
         try:
             while True:
+                if flowing:
+                    # Sleep out the commit interval on a timer rather than parking on the
+                    # ring: under traffic the workers' publications then wake nobody.
+                    self._sleep_until(next_commit)
                 drained = self._collect(ring, reassembler, carry)
                 if not drained and self._gather_until(next_commit, carry):
                     drained = self._collect(ring, reassembler, carry)
@@ -300,6 +305,7 @@ class EmbeddedLedger:
                 if batch is not None and time.monotonic() - last_checkpoint >= self.config.checkpoint_interval_s:
                     batch.checkpoint = (self._shadow.open_records(), self._shadow.orphan_records())
                     last_checkpoint = time.monotonic()
+                flowing = batch is not None
                 if batch is not None:
                     next_commit = time.monotonic() + self.config.commit_interval_s
                     conn = self._commit(conn, batch)
@@ -313,6 +319,11 @@ class EmbeddedLedger:
         finally:
             conn.close()
             ring.detach()
+
+    def _sleep_until(self, moment: float) -> None:
+        remaining = moment - time.monotonic()
+        if remaining > 0 and not self._stop.is_set():
+            time.sleep(remaining)
 
     def _gather_until(self, next_commit: float, carry: deque) -> bool:
         """With records waiting, let the commit interval run out so that more join them
