@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import threading
+from functools import partial
 
 import ringbuf
 from ringbuf import Ring, RingClosed, RingKind
@@ -24,7 +25,7 @@ from .packet.peers import PeerInfo
 from .runtime import label_native_threads
 from .packet.policy import Asset, ExpiryPolicy, TokenBucket
 from .packet.routing import RoutingTable
-from .packet.worker import PathContext, Worker
+from .packet.worker import TELEMETRY_BATCH as WORKER_TELEMETRY_BATCH, PathContext, Worker
 from . import slots
 from .slots import SLOT_SIZE
 from .telemetry import Telemetry, create_telemetry_ring
@@ -127,7 +128,7 @@ class Node:
             parked=[{} for _ in range(cfg.workers.count)], deliver_reserved=self._deliver_reserved)
         affinity = cfg.workers.cpu_affinity.get("workers")
         self.workers = [Worker(i, self.context, self.ingress.name, ledger_emitter_factory=self.ledger.emitter,
-                               telemetry_factory=self.telemetry.emitter, cpus=set(affinity) if affinity else None)
+                               telemetry_factory=partial(self.telemetry.emitter, batch=WORKER_TELEMETRY_BATCH), cpus=set(affinity) if affinity else None)
                         for i in range(cfg.workers.count)]
         for worker in self.workers:
             worker.start()

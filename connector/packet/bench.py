@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 from ringbuf import Ring, RingKind
 
@@ -34,7 +35,7 @@ from ..telemetry import Telemetry, create_telemetry_ring
 from .peers import PeerInfo
 from .policy import Asset, ExpiryPolicy
 from .routing import RoutingTable
-from .worker import PathContext, Worker
+from .worker import TELEMETRY_BATCH as WORKER_TELEMETRY_BATCH, PathContext, Worker
 
 SENDER, RECEIVER = 0, 1
 FULFILLMENT = bytes(range(32))
@@ -125,7 +126,7 @@ def run(packets: int, window: int, directory: str, timeout_s: float = 60.0) -> d
         inflight=[{}])
     telemetry.start()
     worker = Worker(0, context, ingress.name, ledger_emitter_factory=ledger.emitter,
-                    telemetry_factory=telemetry.emitter)
+                    telemetry_factory=partial(telemetry.emitter, batch=WORKER_TELEMETRY_BATCH))
     worker.start()
     done: list[int] = []
     feeder = threading.Thread(target=_feed, args=(ingress, egress, waker, packets, window, timeout_s, done), name="feeder")

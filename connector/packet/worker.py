@@ -43,6 +43,10 @@ from .routing import RoutingTable
 
 log = logging.getLogger(__name__)
 
+# Telemetry events a worker keeps before one ring claim (it also flushes after every
+# batch of records, so an event waits at most one turn).
+TELEMETRY_BATCH = 64
+
 _WORKER_BITS = 4
 MAX_WORKERS = 1 << _WORKER_BITS
 _REQUEST_ID_SPACE = 1 << (32 - _WORKER_BITS)
@@ -170,6 +174,8 @@ class Worker:
             self._loop()
         finally:
             self._wake_io()
+            if self._telemetry is not None:
+                self._telemetry.flush()
             if self._ledger is not None:
                 self._drain_ledger_backlog()
                 self._ledger.close()
@@ -203,6 +209,8 @@ class Worker:
             self.processed += count
             if self._ledger is not None and self._ledger.backlogged:
                 self._ledger.flush()
+            if self._telemetry is not None:
+                self._telemetry.flush()  # a batch emitter's events of this turn: one ring claim
             now = time.monotonic_ns()
             if now >= next_sweep:
                 self._expire(now)

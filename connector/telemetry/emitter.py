@@ -118,7 +118,10 @@ class TelemetryEmitter:
     def flush(self) -> int:
         """Publish what `batch` mode holds back, in as few claims as the ring allows;
         drop whatever does not fit.  Returns how many were published."""
-        pending, self._pending = self._pending, []
+        pending = self._pending
+        if not pending:
+            return 0
+        self._pending = []
         try:
             done = self._ring.try_put_many(pending)
         except (RingClosed, SlotOverflow):
