@@ -5,7 +5,9 @@
 Our connector runs as in perf/loadgen.py (durable ledger, telemetry on).  Every
 `--sample-seconds` a row goes to `soak.csv`: replies/s, p50/p99/max latency of that
 window, the connector's RSS and CPU.  At the end `soak.png` plots them and one JSON
-summary is printed (and written to `summary.json`).  The run fails (exit 1) on:
+summary is printed (and written to `summary.json`), with the connector's own latency
+histograms read from its /metrics before it stops (`connector_latency`: forward, to the
+ledger, answer, commit).  The run fails (exit 1) on:
 
 * **memory growth**: the least-squares slope of RSS over the run after its first fifth
   (start-up and warm caches) above `--max-leak-mb-per-hour`; judged only on runs of at
@@ -29,6 +31,7 @@ import signal
 import statistics
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -199,6 +202,37 @@ def verdict(result: dict, rows: list[dict], books: dict, args: argparse.Namespac
     return checks
 
 
+# The connector's own clocks (docs/telemetry.md): where in the connector a packet's time went.
+CONNECTOR_HISTOGRAMS = {
+    "forward": "ilp_connector_forward_latency_seconds",  # Prepare read -> forwarded Prepare written
+    "to_ledger": 'ilp_connector_packet_latency_seconds{result="fulfilled"',  # -> Fulfill handed to the ledger
+    "answer": "ilp_connector_answer_latency_seconds",  # -> Fulfill or Reject written back (durable hold in)
+    "commit": "ilp_connector_ledger_commit_seconds",  # one group commit
+}
+
+
+def connector_histograms(port: int) -> dict:
+    """Each histogram of CONNECTOR_HISTOGRAMS from /metrics: its count, the share of
+    observations over 5 and 10 ms, and the upper bound of the bucket holding its p99."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for key, prefix in CONNECTOR_HISTOGRAMS.items():
+        name, _, labels = prefix.partition("{")
+        buckets = []
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{") and labels in line:
+                bound = line.split('le="')[1].split('"')[0]
+                buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        if not buckets or buckets[-1][1] == 0:
+            continue
+        total = buckets[-1][1]
+        below = dict(buckets)
+        p99_bound = next(bound for bound, count in buckets if count >= 0.99 * total)
+        out[key] = {"count": int(total), "over_5ms": round(1 - below.get(0.005, 0) / total, 5),
+                    "over_10ms": round(1 - below.get(0.01, 0) / total, 5), "p99_at_most_ms": p99_bound * 1000}
+    return out
+
+
 def _window_percentile(rows: list[dict], column: str) -> dict:
     values = sorted(r[column] for r in rows if r[column] is not None)
     if not values:
@@ -222,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             recorder.close()
         alive_at_end = target.proc.poll() is None
+        try:
+            inside = connector_histograms(target.details["http_port"]) if alive_at_end else {}
+        except OSError as error:
+            inside = {"error": f"/metrics could not be read: {error}"}
         exit_code = stop_cleanly(target)
         probe_fulfilled = 1  # run_load pays once before the load starts
         books = check_books(target, (result["counts"]["fulfilled"] + probe_fulfilled) * args.amount)
@@ -242,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started, "rate": args.rate, "minutes": round(minutes_run, 2), "workers": args.workers,
         "achieved_pps": result["achieved_pps"], "latency_ms_whole_run": result["latency_ms"],
         "window_p99_ms": _window_percentile(rows, "p99_ms"),
-        "connector": result["connector"], "checks": checks,
+        "connector": result["connector"], "connector_latency": inside, "checks": checks,
         "csv": str(out / "soak.csv"), "png": str(out / "soak.png") if rows else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -159,6 +159,10 @@ def test_soak_writes_csv_plot_and_judges_replies_and_books(tmp_path):
     assert checks["books"]["balances"]["sender1"] == -checks["books"]["balances"]["receiver"] > 0
     assert checks["memory"]["judged"] is False and checks["memory"]["rss_mb_max"] > 0
     assert checks["connector"]["exit_code_after_sigterm"] == 0
+    inside = result["connector_latency"]  # the connector's own histograms, one per stage
+    assert inside["forward"]["count"] == inside["answer"]["count"] == checks["exactly_one_reply"]["sent"] + 1
+    assert 0 < inside["to_ledger"]["count"] <= inside["answer"]["count"]  # telemetry may hold its last 100 ms
+    assert 0 < inside["forward"]["p99_at_most_ms"] <= inside["answer"]["p99_at_most_ms"]
     rows = (out / "soak.csv").read_text().splitlines()
     assert rows[0].split(",")[:4] == ["elapsed_s", "sent", "replied", "replies_per_s"] and len(rows) >= 4
     assert (out / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
