@@ -17,6 +17,7 @@ from hdrh.histogram import HdrHistogram
 import btp_load
 from btp_load import BtpConnection, ReceiverStats, ReplyStats, Schedule, SenderStats
 from connector.codec import btp, ilp
+from connector.runtime import label_native_threads
 from connector.transport import btp_wire
 from sampling import ProcessSampler, process_cpu_seconds
 from targets import Target
@@ -53,6 +54,7 @@ class _Threads:
         return thread
 
     def _measured(self, name: str, loop, args) -> None:
+        label_native_threads([threading.current_thread()])  # `top -H` and /proc tell them apart
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         try:
             loop(*args)
