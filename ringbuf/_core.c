@@ -472,14 +472,7 @@ RingCore_consume_wait(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(KL)", (unsigned long long)first, (long long)count);
 }
 
-/* has_data() / has_space(): what a parked thread re-checks (docs/ringbuf.md) */
-static PyObject *
-RingCore_has_data(RingCore *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->base == NULL) Py_RETURN_TRUE;
-    return PyBool_FromLong(data_ready(self));
-}
-
+/* has_space(): what a producer parked on a full ring re-checks (docs/ringbuf.md) */
 static PyObject *
 RingCore_has_space(RingCore *self, PyObject *Py_UNUSED(ignored))
 {
@@ -578,7 +571,6 @@ static PyMethodDef RingCore_methods[] = {
     {"length", (PyCFunction)RingCore_length, METH_O, "length(position) -> payload length of a slot"},
     {"release", FASTCALL(RingCore_release), "release(first, count)"},
     {"get_many", (PyCFunction)RingCore_get_many, METH_O, "get_many(n) -> [bytes]: take, copy out, release"},
-    {"has_data", (PyCFunction)RingCore_has_data, METH_NOARGS, "published slots (or closed)?"},
     {"has_space", (PyCFunction)RingCore_has_space, METH_NOARGS, "free slots (or closed)?"},
     {"detach", (PyCFunction)RingCore_detach, METH_NOARGS, "let go of the buffer"},
     {NULL, NULL, 0, NULL},
