@@ -32,14 +32,13 @@ import os
 import sqlite3
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import targets  # noqa: E402
 from load_run import LoadSpec, run_load  # noqa: E402
-from sampling import thread_affinity, thread_cpu_seconds  # noqa: E402
+from sampling import metrics_series, thread_affinity, thread_cpu_seconds  # noqa: E402
 
 PINNED = {"CONNECTOR__WORKERS__CPU_AFFINITY__IO": "[0]", "CONNECTOR__WORKERS__CPU_AFFINITY__TELEMETRY": "[0]",
           "CONNECTOR__WORKERS__CPU_AFFINITY__WORKERS": "[1]",
@@ -61,15 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text -> {'name{labels}': value} for the ledger and telemetry series."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    series = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not any(key in line for key in ("ledger_batch", "ledger_commit",
-                                                                    "telemetry_batches")):
-            continue
-        name, _, value = line.rpartition(" ")
-        series[name] = float(value)
-    return series
+    return metrics_series(port, lambda name: any(key in name for key in ("ledger_batch", "ledger_commit",
+                                                                           "telemetry_batches")))
 
 
 def ledger_batches(series: dict[str, float]) -> dict:

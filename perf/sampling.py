@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import urllib.request
 
 import psutil
 
@@ -105,3 +106,16 @@ def thread_affinity(pid: int) -> dict[str, str]:
             continue
         result[name] = allowed
     return result
+
+
+def metrics_series(port: int, wanted=lambda name: True) -> dict[str, float]:
+    """The connector's /metrics as {'name{labels}': value}, for the series `wanted` keeps."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        if wanted(name):
+            series[name] = float(value)
+    return series

@@ -31,7 +31,6 @@ import signal
 import statistics
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,6 +40,7 @@ import psutil  # noqa: E402
 
 import targets  # noqa: E402
 from load_run import LoadSpec, Window, WindowWatch, run_load  # noqa: E402
+from sampling import metrics_series  # noqa: E402
 
 COLUMNS = ("elapsed_s", "sent", "replied", "replies_per_s", "p50_ms", "p99_ms", "max_ms",
            "rss_mb", "cpu_percent_of_one_core", "machine_cpu_percent")
@@ -214,15 +214,13 @@ CONNECTOR_HISTOGRAMS = {
 def connector_histograms(port: int) -> dict:
     """Each histogram of CONNECTOR_HISTOGRAMS from /metrics: its count, the share of
     observations over 5 and 10 ms, and the upper bound of the bucket holding its p99."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    series = metrics_series(port, lambda name: "_bucket{" in name)
     out = {}
     for key, prefix in CONNECTOR_HISTOGRAMS.items():
         name, _, labels = prefix.partition("{")
-        buckets = []
-        for line in text.splitlines():
-            if line.startswith(name + "_bucket{") and labels in line:
-                bound = line.split('le="')[1].split('"')[0]
-                buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        buckets = [(float(series_name.split('le="')[1].split('"')[0]), value)
+                   for series_name, value in series.items()
+                   if series_name.startswith(name + "_bucket{") and labels in series_name]
         if not buckets or buckets[-1][1] == 0:
             continue
         total = buckets[-1][1]
