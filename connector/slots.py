@@ -45,6 +45,11 @@ EGRESS = struct.Struct("<BBHIIIQ")
 RESERVED = struct.Struct("<Q3s")
 RESERVED_OK = b"\0\0\0"
 
+# A BTP request id we send names the worker that sent it in its low bits, so the worker
+# that reads the reply finds the in-flight entry: this many workers at most.
+WORKER_BITS = 4
+MAX_WORKERS = 1 << WORKER_BITS
+
 HEADER_SIZE = INGRESS.size
 assert EGRESS.size == HEADER_SIZE == 24
 

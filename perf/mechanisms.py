@@ -146,7 +146,7 @@ def batches(args) -> list[dict]:
         for interval in (None, 0):
             env = None if interval is None else {"CONNECTOR__LEDGER__COMMIT_INTERVAL_MS": str(interval)}
             run = repeated(args, rate, 1, env)
-            run["commit_interval_ms"] = 2 if interval is None else interval
+            run["commit_interval_ms"] = 1 if interval is None else interval
             out.append(run)
     return out
 

@@ -118,7 +118,7 @@ class LedgerConfig:
     path: str  # absolute; used by the embedded backend
     max_batch_transfers: int
     tigerbeetle: TigerBeetleConfig | None  # set when backend is tigerbeetle
-    commit_interval_ms: float = 2.0  # embedded: least time between two group commits
+    commit_interval_ms: float = 1.0  # embedded: least time between two group commits
     recent_ids: int = 262_144  # embedded: resolved transfer ids remembered for idempotent retries
     compression_level: int = 1  # embedded: zlib level of each commit's transfers, 0 stores them raw
 

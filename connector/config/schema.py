@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector.codec.address import SCHEMES, is_valid_address
-from connector.slots import HEADER_SIZE, MAX_ILP_PACKET, SLOT_SIZE
+from connector.slots import HEADER_SIZE, MAX_ILP_PACKET, MAX_WORKERS, SLOT_SIZE
 
 from . import model as m
 from .fields import MISSING, U64_MAX, Fields, Problems, join
@@ -125,7 +125,7 @@ def check_ports(problems: Problems, btp: m.BtpServerConfig, http: m.HttpConfig) 
 
 
 def build_workers(f: Fields) -> m.WorkersConfig:
-    count = f.integer("count", 2, minimum=1, maximum=256)
+    count = f.integer("count", 1, minimum=1, maximum=MAX_WORKERS)
     affinity = build_affinity(f.section("cpu_affinity"))
     f.finish()
     return m.WorkersConfig(count=count, cpu_affinity=MappingProxyType(affinity))
@@ -212,7 +212,7 @@ def build_ledger(f: Fields, ctx: Context, node: m.NodeConfig) -> m.LedgerConfig:
     default_path = os.path.join(node.data_dir, "ledger.sqlite") if node.data_dir else None
     path = ctx.path(f.string("path", default_path))
     batch = f.integer("max_batch_transfers", TB_MAX_BATCH, minimum=1, maximum=TB_MAX_BATCH)
-    interval = f.number("commit_interval_ms", 2.0, minimum=0, maximum=1000)
+    interval = f.number("commit_interval_ms", 1.0, minimum=0, maximum=1000)
     recent = f.integer("recent_ids", 262_144, minimum=1024, maximum=1 << 24)
     compression = f.integer("compression_level", 1, minimum=0, maximum=9)
     tigerbeetle = build_tigerbeetle(f, backend == m.LedgerBackend.TIGERBEETLE)

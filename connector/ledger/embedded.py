@@ -70,7 +70,7 @@ class LedgerConfig:
     # a transaction whatever its size: waiting this long gathers more transfers into one
     # (fewer syncs, less CPU per packet) and delays a held Fulfill by at most this much.
     # 0 commits as soon as the previous commit returns.
-    commit_interval_s: float = 0.002
+    commit_interval_s: float = 0.001
     idle_wait_s: float = 0.05  # the writer re-checks expiry and shutdown this often when idle
     expiry_interval_s: float = 0.25  # how often pending timeouts are swept
     checkpoint_interval_s: float = 5.0  # bounds the replay a restart needs

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 # batch of records, so an event waits at most one turn).
 TELEMETRY_BATCH = 64
 
-_WORKER_BITS = 4
-MAX_WORKERS = 1 << _WORKER_BITS
+_WORKER_BITS = slots.WORKER_BITS
+MAX_WORKERS = slots.MAX_WORKERS
 _REQUEST_ID_SPACE = 1 << (32 - _WORKER_BITS)
 
 # Read on every record: plain ints and bound functions, not enum and module attributes

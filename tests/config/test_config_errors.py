@@ -68,6 +68,7 @@ CASES = [
     ({"http.port": "9000"}, "http.port", "must be an integer, got string"),
     ({"http.port": True}, "http.port", "must be an integer, got boolean"),
     ({"workers.count": 0}, "workers.count", "at least 1"),
+    ({"workers.count": 17}, "workers.count", "at most 16"),
     ({"workers.cpu_affinity": {"workers": [99999]}}, "workers.cpu_affinity.workers", "not available"),
     ({"workers.cpu_affinity": {"gpu": [0]}}, "workers.cpu_affinity.gpu", "unknown field"),
     ({"workers.cpu_affinity": {"io": ["x"]}}, "workers.cpu_affinity.io", "CPU ids"),

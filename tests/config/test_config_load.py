@@ -48,7 +48,7 @@ def test_embedded_defaults_are_a_single_node_without_peers():
     assert config.node.data_dir == os.path.join(os.getcwd(), "data")
     assert (config.btp_server.host, config.btp_server.port, config.btp_server.max_message_bytes) == ("127.0.0.1", 7768, 65536)
     assert (config.http.host, config.http.port) == ("127.0.0.1", 9464)
-    assert config.workers.count == 2 and dict(config.workers.cpu_affinity) == {}
+    assert config.workers.count == 1 and dict(config.workers.cpu_affinity) == {}
     rings = config.rings
     assert (rings.ingress_capacity, rings.egress_capacity, rings.ledger_capacity, rings.telemetry_capacity) == (1024, 1024, 4096, 8192)
     assert rings.packet_slot_bytes == SLOT_SIZE and (rings.spin, rings.park_timeout_ms) == (50, 500)
