@@ -134,25 +134,169 @@ stripe_of(u128 id, uint64_t mask)
     return (uint64_t)(id ^ id >> 12) & mask;
 }
 
+/* ------------------------------------------------------------------ packed transfers */
+
+/* Field offsets in TigerBeetle's tb_transfer_t: six u128 (id, debit, credit, amount,
+ * pending_id, user_data_128), user_data_64 u64, user_data_32 u32, timeout u32, ledger
+ * u32, code u16, flags u16, timestamp u64; little-endian, 128 bytes. */
+enum {
+    P_ID = 0, P_DEBIT = 16, P_CREDIT = 32, P_AMOUNT = 48, P_PENDING_ID = 64, P_UD128 = 80,
+    P_UD64 = 96, P_UD32 = 104, P_TIMEOUT = 108, P_LEDGER = 112, P_CODE = 116, P_FLAGS = 118,
+    P_TIMESTAMP = 120, RECORD_BYTES = 128
+};
+
+static inline u128
+get_u128(const unsigned char *p, int offset)
+{
+    uint64_t lo, hi;
+    memcpy(&lo, p + offset, 8);
+    memcpy(&hi, p + offset + 8, 8);
+    return (u128)hi << 64 | lo;
+}
+
+static inline void
+put_u128(unsigned char *p, int offset, u128 v)
+{
+    uint64_t lo = (uint64_t)v, hi = (uint64_t)(v >> 64);
+    memcpy(p + offset, &lo, 8);
+    memcpy(p + offset + 8, &hi, 8);
+}
+
+/* An unsigned field of `size` bytes (little-endian host). */
+static inline uint64_t
+get_uint(const unsigned char *p, int offset, int size)
+{
+    uint64_t v = 0;
+    memcpy(&v, p + offset, (size_t)size);
+    return v;
+}
+
+static inline void
+put_uint(unsigned char *p, int offset, int size, uint64_t v)
+{
+    memcpy(p + offset, &v, (size_t)size);
+}
+
+/* The transfer class and its slot offsets, for transfers made from packed records (set
+ * by the first PairEngine; every engine passes the same class). */
+static PyTypeObject *transfer_type;
+static Py_ssize_t transfer_slots[TRANSFER_FIELDS];
+static PyMutex transfer_type_mutex;
+
+/* The 13 field values of a packed transfer, as ints (new references; NULL on error). */
+static int
+unpack_values(const unsigned char *p, PyObject *values[TRANSFER_FIELDS])
+{
+    static const struct { int name; int offset; int size; } fields[TRANSFER_FIELDS] = {
+        {N_ID, P_ID, 16}, {N_DEBIT, P_DEBIT, 16}, {N_CREDIT, P_CREDIT, 16}, {N_AMOUNT, P_AMOUNT, 16},
+        {N_PENDING_ID, P_PENDING_ID, 16}, {N_UD128, P_UD128, 16}, {N_UD64, P_UD64, 8}, {N_UD32, P_UD32, 4},
+        {N_TIMEOUT, P_TIMEOUT, 4}, {N_LEDGER, P_LEDGER, 4}, {N_CODE, P_CODE, 2}, {N_FLAGS, P_FLAGS, 2},
+        {N_TIMESTAMP, P_TIMESTAMP, 8},
+    };
+    int ok = 1;
+    for (int i = 0; i < TRANSFER_FIELDS; i++) {
+        int at = fields[i].offset;
+        values[fields[i].name] = !ok ? NULL
+            : fields[i].size == 16 ? from_u128(get_u128(p, at))
+            : PyLong_FromUnsignedLongLong(get_uint(p, at, fields[i].size));
+        ok = values[fields[i].name] != NULL;
+    }
+    if (!ok) {
+        for (int i = 0; i < TRANSFER_FIELDS; i++) Py_CLEAR(values[i]);
+        return -1;
+    }
+    return 0;
+}
+
+/* A new transfer object with these 13 field values (references stolen), built by
+ * filling its slots: nothing else can see it yet. */
+static PyObject *
+new_transfer(PyObject *values[TRANSFER_FIELDS])
+{
+    PyObject *t = transfer_type->tp_alloc(transfer_type, 0);
+    if (t == NULL) {
+        for (int i = 0; i < TRANSFER_FIELDS; i++) Py_DECREF(values[i]);
+        return NULL;
+    }
+    for (int i = 0; i < TRANSFER_FIELDS; i++) {
+        *(PyObject **)((char *)t + transfer_slots[i]) = values[i];
+    }
+    /* Its fields are ints: it can be in no reference cycle, so the collector need not
+     * scan it (each collection stops every thread in 3.13t). */
+    if (PyObject_IS_GC(t)) PyObject_GC_UnTrack(t);
+    return t;
+}
+
+static PyObject *
+transfer_from_packed(const unsigned char *p)
+{
+    PyObject *values[TRANSFER_FIELDS];
+    if (unpack_values(p, values) < 0) return NULL;
+    return new_transfer(values);
+}
+
+static int pack_into(PyObject *t, unsigned char *out);
+
 /* ------------------------------------------------------------------ Stored */
 
+/* A transfer as the state machine stores it.  The packet path makes and reads it as
+ * TigerBeetle's packed struct only (no Python transfer, no 128-bit ints); the Python
+ * transfer is made the first time the general path or a lookup asks for it.  A pending
+ * leg made here also keeps its two accounts, so resolving it looks nothing up. */
 typedef struct {
     PyObject_HEAD
-    PyObject *transfer;
+    PyObject *transfer;  /* NULL until asked for when made in C; set once (atomically) */
+    PyObject *debit_account, *credit_account;  /* a pending leg made here; else NULL */
     int state;
+    int packed_ok;  /* `packed` holds the transfer (always, for records made in C) */
     uint64_t expires_at;
+    unsigned char packed[RECORD_BYTES];
 } StoredObject;
 
 static PyTypeObject StoredType;
 
-static PyObject *
-stored_new_record(PyObject *transfer, int state, uint64_t expires_at)
+static StoredObject *
+stored_alloc(int state, uint64_t expires_at)
 {
     StoredObject *self = PyObject_New(StoredObject, &StoredType);
     if (self == NULL) return NULL;
-    self->transfer = Py_NewRef(transfer);
+    self->transfer = self->debit_account = self->credit_account = NULL;
     self->state = state;
+    self->packed_ok = 0;
     self->expires_at = expires_at;
+    return self;
+}
+
+/* A record made in C: the packed transfer (copied), and for a pending leg its accounts. */
+static PyObject *
+stored_packed(const unsigned char *packed, int state, uint64_t expires_at, PyObject *debit_account,
+              PyObject *credit_account)
+{
+    StoredObject *self = stored_alloc(state, expires_at);
+    if (self == NULL) return NULL;
+    memcpy(self->packed, packed, RECORD_BYTES);
+    self->packed_ok = 1;
+    self->debit_account = Py_XNewRef(debit_account);
+    self->credit_account = Py_XNewRef(credit_account);
+    return (PyObject *)self;
+}
+
+/* A record of a Python transfer (the general path, or create_pending_pair): packed too
+ * when every field fits its TigerBeetle width, so the packet path can resolve it. */
+static PyObject *
+stored_of_transfer(PyObject *transfer, int state, uint64_t expires_at)
+{
+    StoredObject *self = stored_alloc(state, expires_at);
+    if (self == NULL) return NULL;
+    self->transfer = Py_NewRef(transfer);
+    if (pack_into(transfer, self->packed) == 0) {
+        self->packed_ok = 1;
+    } else if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+    } else {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -165,20 +309,31 @@ Stored_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyObject *kwargs)
     unsigned long long expires_at;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiK", keywords, &transfer, &state, &expires_at))
         return NULL;
-    return stored_new_record(transfer, state, expires_at);
+    return stored_of_transfer(transfer, state, expires_at);
 }
 
 static void
 Stored_dealloc(StoredObject *self)
 {
     Py_XDECREF(self->transfer);
+    Py_XDECREF(self->debit_account);
+    Py_XDECREF(self->credit_account);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
 Stored_get_transfer(StoredObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(self->transfer);
+    PyObject *known = __atomic_load_n(&self->transfer, __ATOMIC_ACQUIRE);
+    if (known != NULL) return Py_NewRef(known);
+    PyObject *made = transfer_from_packed(self->packed);  /* (packed_ok: no transfer means made in C) */
+    if (made == NULL) return NULL;
+    PyObject *expected = NULL;
+    if (!__atomic_compare_exchange_n(&self->transfer, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        Py_DECREF(made);  /* another thread made it first: one object for everyone */
+        return Py_NewRef(expected);
+    }
+    return Py_NewRef(made);
 }
 
 static PyObject *
@@ -206,10 +361,19 @@ Stored_get_expires_at(StoredObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(self->expires_at);
 }
 
+static PyObject *
+Stored_get_packed(StoredObject *self, void *Py_UNUSED(closure))
+{
+    if (!self->packed_ok) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)self->packed, RECORD_BYTES);
+}
+
 static PyGetSetDef Stored_getset[] = {
     {"transfer", (getter)Stored_get_transfer, NULL, "the transfer as stored", NULL},
     {"state", (getter)Stored_get_state, (setter)Stored_set_state, "OPEN, POSTED, VOIDED, EXPIRED, or 0", NULL},
     {"expires_at", (getter)Stored_get_expires_at, NULL, "ns since the epoch; 0 never", NULL},
+    {"packed", (getter)Stored_get_packed, NULL,
+     "TigerBeetle's 128-byte struct of the transfer, or None when a field does not fit it", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -226,9 +390,8 @@ static PyTypeObject StoredType = {
 
 /* ------------------------------------------------------------------ transfers */
 
-/* A transfer's fields as read once, plus the objects to reuse when copying them. */
+/* A transfer's fields as u128s. */
 typedef struct {
-    PyObject *obj;
     u128 id, debit, credit, amount, pending_id, timeout, ledger, code, flags, timestamp;
 } TransferView;
 
@@ -240,7 +403,6 @@ read_transfer(PyObject *t, TransferView *v)
                                  N_LEDGER, N_CODE, N_FLAGS, N_TIMESTAMP};
     u128 *slots[] = {&v->id, &v->debit, &v->credit, &v->amount, &v->pending_id, &v->timeout,
                      &v->ledger, &v->code, &v->flags, &v->timestamp};
-    v->obj = t;
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
         int rc = attr_u128(t, wanted[i], slots[i]);
         if (rc != 0) return rc;
@@ -317,8 +479,6 @@ typedef struct {
     PyObject *shards;    /* tuple of dicts: transfer id -> Stored, one per stripe */
     PyObject *failed;    /* dict: transiently failed transfer id -> status */
     PyObject *wheels;    /* tuple of dicts: expiry second -> set of pending ids, per stripe */
-    PyTypeObject *transfer_type;
-    Py_ssize_t offsets[TRANSFER_FIELDS];  /* the transfer class's slot offsets */
     uint64_t mask;
 } EngineObject;
 
@@ -387,27 +547,6 @@ static PyObject *
 shard(EngineObject *self, u128 id)
 {
     return PyTuple_GET_ITEM(self->shards, (Py_ssize_t)stripe_of(id, self->mask));
-}
-
-/* A new transfer object with these 13 field values (references stolen), built by
- * filling its slots: nothing else can see it yet. */
-static PyObject *
-new_transfer(EngineObject *self, PyObject *values[TRANSFER_FIELDS])
-{
-    PyObject *t = self->transfer_type->tp_alloc(self->transfer_type, 0);
-    if (t == NULL) {
-        for (int i = 0; i < TRANSFER_FIELDS; i++) Py_DECREF(values[i]);
-        return NULL;
-    }
-    for (int i = 0; i < TRANSFER_FIELDS; i++) {
-        *(PyObject **)((char *)t + self->offsets[i]) = values[i];
-    }
-    /* Its fields are ints: it can be in no reference cycle, so the collector need not
-     * scan it.  The idempotency window holds hundreds of thousands of these, and each
-     * collection (every thread stopped, in 3.13t) scanned them all: ~80-110 ms at
-     * 10,000 packets/s. */
-    if (PyObject_IS_GC(t)) PyObject_GC_UnTrack(t);
-    return t;
 }
 
 /* The timeout wheel of a pending transfer (its debit account's stripe's) and the key of
@@ -488,30 +627,39 @@ drop_accounts(PyObject *found[4])
 
 /* ---- create_pending_pair */
 
+/* Two pending legs on their way in: as read, as they will be stored, and the objects
+ * the dicts are keyed by (new references). */
+typedef struct {
+    TransferView t[2];
+    unsigned char packed[2][RECORD_BYTES];  /* timestamps filled in when applied */
+    PyObject *given[2];        /* the Python transfers passed to create_pending_pair; else NULL */
+    PyObject *ids[2];
+    PyObject *account_ids[4];  /* debit and credit of each leg */
+} PendingPair;
+
+static void
+pair_clear(PendingPair *pair)
+{
+    for (int i = 0; i < 2; i++) {
+        Py_CLEAR(pair->given[i]);
+        Py_CLEAR(pair->ids[i]);
+    }
+    for (int i = 0; i < 4; i++) Py_CLEAR(pair->account_ids[i]);
+}
+
 /* Under the locks: apply both pending transfers, or nothing.  1 applied, 0 not, -1 error
  * (after a partial change only if the interpreter ran out of memory). */
 static int
-apply_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uint64_t now)
+apply_pending_pair(EngineObject *self, PendingPair *pair, PyObject *now_obj, uint64_t now)
 {
-    PyObject *id_objs[2] = {NULL, NULL}, *account_ids[4] = {NULL, NULL, NULL, NULL};
+    TransferView *t = pair->t;
     PyObject *accounts[4] = {NULL, NULL, NULL, NULL};
     PyObject *tables[2] = {shard(self, t[0].id), shard(self, t[1].id)};
+    int rc = ids_taken(self, tables[0], pair->ids[0], tables[1], pair->ids[1]);
+    if (rc != 0) return rc < 0 ? -1 : 0;
+    rc = find_accounts(self, pair->account_ids, accounts);
+    if (rc <= 0) return rc;
     int result = -1;
-    for (int i = 0; i < 2; i++) {
-        if ((id_objs[i] = PyObject_GetAttr(t[i].obj, names[N_ID])) == NULL) goto done;
-        if ((account_ids[2 * i] = PyObject_GetAttr(t[i].obj, names[N_DEBIT])) == NULL) goto done;
-        if ((account_ids[2 * i + 1] = PyObject_GetAttr(t[i].obj, names[N_CREDIT])) == NULL) goto done;
-    }
-    int rc = ids_taken(self, tables[0], id_objs[0], tables[1], id_objs[1]);
-    if (rc != 0) {
-        result = rc < 0 ? -1 : 0;
-        goto done;
-    }
-    rc = find_accounts(self, account_ids, accounts);
-    if (rc <= 0) {
-        result = rc;
-        goto done;
-    }
     AccountView views[4];
     for (int i = 0; i < 4; i++) {
         rc = read_account(accounts[i], &views[i]);
@@ -539,28 +687,29 @@ apply_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uin
     }
     for (int i = 0; i < 2; i++) {
         AccountView *dr = &views[2 * i], *cr = &views[2 * i + 1];
-        if (PyObject_SetAttr(t[i].obj, names[N_TIMESTAMP], now_obj) < 0) goto done;
+        put_uint(pair->packed[i], P_TIMESTAMP, 8, now);
+        if (pair->given[i] != NULL && PyObject_SetAttr(pair->given[i], names[N_TIMESTAMP], now_obj) < 0) goto done;
         if (set_attr_u128(dr->obj, N_DEBITS_PENDING, dr->debits_pending + t[i].amount) < 0) goto done;
         if (set_attr_u128(cr->obj, N_CREDITS_PENDING, cr->credits_pending + t[i].amount) < 0) goto done;
-        PyObject *record = stored_new_record(t[i].obj, OPEN, expires[i]);
+        PyObject *record = stored_packed(pair->packed[i], OPEN, expires[i], dr->obj, cr->obj);
         if (record == NULL) goto done;
-        rc = PyDict_SetItem(tables[i], id_objs[i], record);
+        ((StoredObject *)record)->transfer = Py_XNewRef(pair->given[i]);
+        rc = PyDict_SetItem(tables[i], pair->ids[i], record);
         Py_DECREF(record);
         if (rc < 0) goto done;
-        if (expires[i] && wheel_add(self, t[i].debit, expires[i], id_objs[i]) < 0) goto done;
+        if (expires[i] && wheel_add(self, t[i].debit, expires[i], pair->ids[i]) < 0) goto done;
     }
     result = 1;
 done:
-    for (int i = 0; i < 2; i++) Py_XDECREF(id_objs[i]);
-    for (int i = 0; i < 4; i++) Py_XDECREF(account_ids[i]);
     drop_accounts(accounts);
     return result;
 }
 
 /* The plain checks, the locks, and the pair applied: 1, or 0 and nothing changed, or -1. */
 static int
-try_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uint64_t now)
+try_pending_pair(EngineObject *self, PendingPair *pair, PyObject *now_obj, uint64_t now)
 {
+    TransferView *t = pair->t;
     if (!plain_pending(&t[0], LINKED | PENDING) || !plain_pending(&t[1], PENDING) || t[0].id == t[1].id)
         return 0;
     u128 accounts[4] = {t[0].debit, t[0].credit, t[1].debit, t[1].credit};
@@ -574,9 +723,21 @@ try_pending_pair(EngineObject *self, TransferView t[2], PyObject *now_obj, uint6
     held_add(&held, stripe_of(t[1].id, self->mask));
     for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
     if (hold(self, &held) < 0) return -1;
-    int applied = apply_pending_pair(self, t, now_obj, now);
+    int applied = apply_pending_pair(self, pair, now_obj, now);
     if (let_go(self, &held) < 0) return -1;
     return applied;
+}
+
+static int
+now_of(PyObject *now_obj, uint64_t *now)
+{
+    u128 now128;
+    if (as_u128(now_obj, &now128) != 0 || now128 > UINT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
+        return -1;
+    }
+    *now = (uint64_t)now128;
+    return 0;
 }
 
 static PyObject *
@@ -586,55 +747,98 @@ Engine_create_pending_pair(EngineObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "create_pending_pair(first, second, now)");
         return NULL;
     }
-    TransferView t[2];
-    u128 now128;
-    int rc;
-    if ((rc = as_u128(args[2], &now128)) != 0 || now128 > UINT64_MAX) {
-        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
-        return NULL;
+    uint64_t now;
+    if (now_of(args[2], &now) < 0) return NULL;
+    PendingPair pair;
+    memset(&pair, 0, sizeof(pair));
+    PyObject *result = NULL;
+    int plain = 1;
+    for (int i = 0; i < 2 && plain; i++) {
+        int rc = read_transfer(args[i], &pair.t[i]);
+        if (rc < 0) goto done;
+        if (rc == 0 && pack_into(args[i], pair.packed[i]) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto done;
+            PyErr_Clear();
+            rc = 1;  /* a field wider than TigerBeetle's: the general path says what it makes of it */
+        }
+        plain = rc == 0;
+        if (!plain) break;
+        pair.given[i] = Py_NewRef(args[i]);
+        if ((pair.ids[i] = PyObject_GetAttr(args[i], names[N_ID])) == NULL) goto done;
+        if ((pair.account_ids[2 * i] = PyObject_GetAttr(args[i], names[N_DEBIT])) == NULL) goto done;
+        if ((pair.account_ids[2 * i + 1] = PyObject_GetAttr(args[i], names[N_CREDIT])) == NULL) goto done;
     }
-    for (int i = 0; i < 2; i++) {
-        rc = read_transfer(args[i], &t[i]);
-        if (rc < 0) return NULL;
-        if (rc > 0) Py_RETURN_FALSE;
-    }
-    int applied = try_pending_pair(self, t, args[2], (uint64_t)now128);
-    return applied < 0 ? NULL : PyBool_FromLong(applied);
+    int applied = plain ? try_pending_pair(self, &pair, args[2], now) : 0;
+    if (applied >= 0) result = PyBool_FromLong(applied);
+done:
+    pair_clear(&pair);
+    return result;
 }
 
 /* ---- resolve_pair */
 
 typedef struct {
     StoredObject *record;
-    PyObject *pending;  /* record->transfer */
-    PyObject *debit_id, *credit_id;
+    PyObject *accounts[2];  /* debit and credit (new references), once found */
     AccountView dr, cr;
-    u128 amount, debit;
+    u128 amount, debit, credit;
 } Resolving;
 
+/* 0 read, 1 not a pending transfer the packet path can resolve. */
 static int
 read_resolving(StoredObject *record, Resolving *r)
 {
     r->record = record;
-    r->pending = record->transfer;
-    int rc = attr_u128(r->pending, N_AMOUNT, &r->amount);
-    if (rc != 0) return rc;
-    u128 flags;
-    if ((rc = attr_u128(r->pending, N_FLAGS, &flags)) != 0) return rc;
-    if (!(flags & PENDING)) return 1;
-    return attr_u128(r->pending, N_DEBIT, &r->debit);
+    if (!record->packed_ok || !(get_uint(record->packed, P_FLAGS, 2) & PENDING)) return 1;
+    r->amount = get_u128(record->packed, P_AMOUNT);
+    r->debit = get_u128(record->packed, P_DEBIT);
+    r->credit = get_u128(record->packed, P_CREDIT);
+    return 0;
 }
 
-/* Under the locks: post or void both pending transfers, or nothing.  The created
- * resolutions in `out` and 1; 0 not here; -1 error. */
+/* The accounts of a pending leg: kept by its record when it was made here, else looked
+ * up.  1 found, 0 missing, -1 error. */
 static int
-apply_resolution_pair(EngineObject *self, PyObject *const ids[2], Resolving r[2], int flag,
-                      PyObject *now_obj, uint64_t now, PyObject *out[2])
+resolving_accounts(EngineObject *self, Resolving *r)
 {
-    u128 id128[2];
-    for (int i = 0; i < 2; i++) {
-        if (as_u128(ids[i], &id128[i]) != 0) return 0;
+    StoredObject *record = r->record;
+    if (record->debit_account != NULL && record->credit_account != NULL) {
+        r->accounts[0] = Py_NewRef(record->debit_account);
+        r->accounts[1] = Py_NewRef(record->credit_account);
+        return 1;
     }
+    u128 ids[2] = {r->debit, r->credit};
+    for (int i = 0; i < 2; i++) {
+        PyObject *key = from_u128(ids[i]);
+        if (key == NULL) return -1;
+        int rc = PyDict_GetItemRef(self->accounts, key, &r->accounts[i]);
+        Py_DECREF(key);
+        if (rc <= 0) return rc;
+    }
+    return 1;
+}
+
+/* The post or void of pending record `p`, packed into `out`. */
+static void
+pack_resolution(unsigned char *out, const unsigned char *p, u128 id, int flags, uint64_t now)
+{
+    put_u128(out, P_ID, id);
+    memcpy(out + P_DEBIT, p + P_DEBIT, P_PENDING_ID - P_DEBIT);  /* debit, credit, the whole amount */
+    memcpy(out + P_PENDING_ID, p + P_ID, 16);
+    memcpy(out + P_UD128, p + P_UD128, P_TIMEOUT - P_UD128);  /* the user data */
+    put_uint(out, P_TIMEOUT, 4, 0);
+    memcpy(out + P_LEDGER, p + P_LEDGER, P_FLAGS - P_LEDGER);  /* ledger, code */
+    put_uint(out, P_FLAGS, 2, (uint64_t)flags);
+    put_uint(out, P_TIMESTAMP, 8, now);
+}
+
+/* Under the locks: post or void both pending transfers, or nothing.  Both resolutions
+ * packed into `out` and 1; 0 not here; -1 error. */
+static int
+apply_resolution_pair(EngineObject *self, PyObject *const ids[2], const u128 id128[2],
+                      PyObject *const pendings[2], Resolving r[2], int flag, uint64_t now,
+                      unsigned char out[2 * RECORD_BYTES])
+{
     PyObject *tables[2] = {shard(self, id128[0]), shard(self, id128[1])};
     int rc = ids_taken(self, tables[0], ids[0], tables[1], ids[1]);
     if (rc != 0) return rc < 0 ? -1 : 0;
@@ -643,87 +847,48 @@ apply_resolution_pair(EngineObject *self, PyObject *const ids[2], Resolving r[2]
         int state = __atomic_load_n(&record->state, __ATOMIC_RELAXED);
         if (state != OPEN || (record->expires_at && now >= record->expires_at)) return 0;
     }
-    PyObject *account_ids[4] = {r[0].debit_id, r[0].credit_id, r[1].debit_id, r[1].credit_id};
-    PyObject *accounts[4];
-    rc = find_accounts(self, account_ids, accounts);
-    if (rc <= 0) return rc;  /* (the general path reports what is missing) */
-    int result = -1;
     for (int i = 0; i < 2; i++) {
-        if ((rc = read_account(accounts[2 * i], &r[i].dr)) != 0
-                || (rc = read_account(accounts[2 * i + 1], &r[i].cr)) != 0) {
-            result = rc < 0 ? -1 : 0;
-            goto done;
-        }
+        if ((rc = resolving_accounts(self, &r[i])) <= 0) return rc;  /* (the general path reports what is missing) */
+        if ((rc = read_account(r[i].accounts[0], &r[i].dr)) != 0
+                || (rc = read_account(r[i].accounts[1], &r[i].cr)) != 0)
+            return rc < 0 ? -1 : 0;
         u128 s;
         if (flag == POST && (__builtin_add_overflow(r[i].dr.debits_posted, r[i].amount, &s)
-                             || __builtin_add_overflow(r[i].cr.credits_posted, r[i].amount, &s))) {
-            result = 0;  /* checked for both legs before either changes */
-            goto done;
-        }
+                             || __builtin_add_overflow(r[i].cr.credits_posted, r[i].amount, &s)))
+            return 0;  /* checked for both legs before either changes */
         /* The pending amounts are in the accounts' pending sums. */
-        if (r[i].dr.debits_pending < r[i].amount || r[i].cr.credits_pending < r[i].amount) {
-            result = 0;
-            goto done;
-        }
+        if (r[i].dr.debits_pending < r[i].amount || r[i].cr.credits_pending < r[i].amount) return 0;
     }
     for (int i = 0; i < 2; i++) {
         Resolving *leg = &r[i];
-        PyObject *p = leg->pending;
-        PyObject *values[TRANSFER_FIELDS];
-        static const int copied[] = {N_DEBIT, N_CREDIT, N_AMOUNT, N_ID, N_UD128, N_UD64, N_UD32,
-                                     N_LEDGER, N_CODE};
-        static const int into[] = {N_DEBIT, N_CREDIT, N_AMOUNT, N_PENDING_ID, N_UD128, N_UD64, N_UD32,
-                                   N_LEDGER, N_CODE};
-        for (int k = 0; k < TRANSFER_FIELDS; k++) values[k] = NULL;
-        values[N_ID] = Py_NewRef(ids[i]);
-        values[N_TIMEOUT] = PyLong_FromLong(0);
-        values[N_FLAGS] = PyLong_FromLong(i == 0 ? flag | LINKED : flag);
-        values[N_TIMESTAMP] = Py_NewRef(now_obj);
-        int ok = values[N_TIMEOUT] != NULL && values[N_FLAGS] != NULL;
-        for (size_t k = 0; ok && k < sizeof(copied) / sizeof(copied[0]); k++) {
-            ok = (values[into[k]] = PyObject_GetAttr(p, names[copied[k]])) != NULL;
-        }
-        if (!ok) {
-            for (int k = 0; k < TRANSFER_FIELDS; k++) Py_XDECREF(values[k]);
-            goto done;
-        }
-        PyObject *resolution = new_transfer(self, values);
-        if (resolution == NULL) goto done;
-        out[i] = resolution;
-        if (set_attr_u128(leg->dr.obj, N_DEBITS_PENDING, leg->dr.debits_pending - leg->amount) < 0) goto done;
-        if (set_attr_u128(leg->cr.obj, N_CREDITS_PENDING, leg->cr.credits_pending - leg->amount) < 0) goto done;
+        unsigned char *resolution = out + RECORD_BYTES * i;
+        pack_resolution(resolution, leg->record->packed, id128[i], i == 0 ? flag | LINKED : flag, now);
+        if (set_attr_u128(leg->dr.obj, N_DEBITS_PENDING, leg->dr.debits_pending - leg->amount) < 0) return -1;
+        if (set_attr_u128(leg->cr.obj, N_CREDITS_PENDING, leg->cr.credits_pending - leg->amount) < 0) return -1;
         if (flag == POST) {
-            if (set_attr_u128(leg->dr.obj, N_DEBITS_POSTED, leg->dr.debits_posted + leg->amount) < 0) goto done;
-            if (set_attr_u128(leg->cr.obj, N_CREDITS_POSTED, leg->cr.credits_posted + leg->amount) < 0) goto done;
+            if (set_attr_u128(leg->dr.obj, N_DEBITS_POSTED, leg->dr.debits_posted + leg->amount) < 0) return -1;
+            if (set_attr_u128(leg->cr.obj, N_CREDITS_POSTED, leg->cr.credits_posted + leg->amount) < 0) return -1;
         }
         __atomic_store_n(&leg->record->state, flag == POST ? POSTED : VOIDED, __ATOMIC_RELAXED);
-        if (leg->record->expires_at) {
-            PyObject *pending_id = PyObject_GetAttr(p, names[N_ID]);
-            if (pending_id == NULL) goto done;
-            rc = wheel_remove(self, leg->debit, leg->record->expires_at, pending_id);
-            Py_DECREF(pending_id);
-            if (rc < 0) goto done;
-        }
-        PyObject *record = stored_new_record(resolution, 0, 0);
-        if (record == NULL) goto done;
+        if (leg->record->expires_at && wheel_remove(self, leg->debit, leg->record->expires_at, pendings[i]) < 0)
+            return -1;
+        PyObject *record = stored_packed(resolution, 0, 0, NULL, NULL);
+        if (record == NULL) return -1;
         rc = PyDict_SetItem(tables[i], ids[i], record);
         Py_DECREF(record);
-        if (rc < 0) goto done;
+        if (rc < 0) return -1;
     }
-    result = 1;
-done:
-    drop_accounts(accounts);
-    return result;
+    return 1;
 }
 
+/* Post or void two pending legs: their two resolutions packed (bytes), None when the
+ * general path must answer, NULL on error. */
 static PyObject *
 resolve_ids(EngineObject *self, PyObject *const ids[2], PyObject *const pendings[2], int post, PyObject *now_obj)
 {
-    u128 now128, id128[2], pending128[2];
-    if (as_u128(now_obj, &now128) != 0 || now128 > UINT64_MAX) {
-        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
-        return NULL;
-    }
+    uint64_t now;
+    if (now_of(now_obj, &now) < 0) return NULL;
+    u128 id128[2], pending128[2];
     for (int i = 0; i < 2; i++) {
         if (as_u128(ids[i], &id128[i]) != 0 || as_u128(pendings[i], &pending128[i]) != 0) Py_RETURN_NONE;
         if (id128[i] == 0 || id128[i] >= EXPIRY_ID_BIT) Py_RETURN_NONE;
@@ -736,29 +901,12 @@ resolve_ids(EngineObject *self, PyObject *const ids[2], PyObject *const pendings
     for (int i = 0; i < 2; i++) {
         int rc = PyDict_GetItemRef(shard(self, pending128[i]), pendings[i], &records[i]);
         if (rc < 0) goto done;
-        if (rc == 0 || !Py_IS_TYPE(records[i], &StoredType)) {
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
-        rc = read_resolving((StoredObject *)records[i], &r[i]);
-        if (rc < 0) goto done;
-        if (rc > 0) {
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
-        r[i].debit_id = PyObject_GetAttr(r[i].pending, names[N_DEBIT]);
-        if (r[i].debit_id == NULL) goto done;
-        r[i].credit_id = PyObject_GetAttr(r[i].pending, names[N_CREDIT]);
-        if (r[i].credit_id == NULL) goto done;
-    }
-    u128 accounts[4];
-    for (int i = 0; i < 2; i++) {
-        accounts[2 * i] = r[i].debit;
-        if (as_u128(r[i].credit_id, &accounts[2 * i + 1]) != 0) {
+        if (rc == 0 || !Py_IS_TYPE(records[i], &StoredType) || read_resolving((StoredObject *)records[i], &r[i])) {
             result = Py_NewRef(Py_None);
             goto done;
         }
     }
+    u128 accounts[4] = {r[0].debit, r[0].credit, r[1].debit, r[1].credit};
     for (int i = 0; i < 4; i++) {
         for (int j = i + 1; j < 4; j++) {
             if (accounts[i] == accounts[j]) {
@@ -772,26 +920,19 @@ resolve_ids(EngineObject *self, PyObject *const ids[2], PyObject *const pendings
     held_add(&held, stripe_of(id128[1], self->mask));
     for (int i = 0; i < 4; i++) held_add(&held, stripe_of(accounts[i], self->mask));
     if (hold(self, &held) < 0) goto done;
-    PyObject *created[2] = {NULL, NULL};
-    int applied = apply_resolution_pair(self, ids, r, post ? POST : VOID, now_obj, (uint64_t)now128, created);
+    unsigned char out[2 * RECORD_BYTES];
+    int applied = apply_resolution_pair(self, ids, id128, pendings, r, post ? POST : VOID, now, out);
     int released = let_go(self, &held);
     if (applied > 0 && released == 0) {
-        result = PyList_New(2);
-        if (result != NULL) {
-            PyList_SET_ITEM(result, 0, created[0]);
-            PyList_SET_ITEM(result, 1, created[1]);
-            created[0] = created[1] = NULL;
-        }
+        result = PyBytes_FromStringAndSize((const char *)out, sizeof(out));
     } else if (applied == 0 && released == 0) {
         result = Py_NewRef(Py_None);
     }
-    Py_XDECREF(created[0]);
-    Py_XDECREF(created[1]);
 done:
     for (int i = 0; i < 2; i++) {
         Py_XDECREF(records[i]);
-        Py_XDECREF(r[i].debit_id);
-        Py_XDECREF(r[i].credit_id);
+        Py_XDECREF(r[i].accounts[0]);
+        Py_XDECREF(r[i].accounts[1]);
     }
     return result;
 }
@@ -894,11 +1035,11 @@ Engine_remember(EngineObject *self, PyObject *ids)
 /* ---- the packet books' own calls: ids and transfers made here */
 
 /* books.py's packet_transfer_id. */
-static PyObject *
-packet_id_of(u128 epoch, u128 packet_id, int leg, int phase)
+static u128
+packet_transfer_id(u128 epoch, u128 packet_id, int leg, int phase)
 {
-    return from_u128((u128)PACKET_TAG << 120 | (epoch & EPOCH_MASK) << 72 | (packet_id & UINT64_MAX) << 8
-                     | (u128)leg << 2 | (u128)phase);
+    return (u128)PACKET_TAG << 120 | (epoch & EPOCH_MASK) << 72 | (packet_id & UINT64_MAX) << 8
+           | (u128)leg << 2 | (u128)phase;
 }
 
 static int
@@ -911,27 +1052,25 @@ epoch_and_packet(PyObject *epoch_obj, PyObject *packet_obj, u128 *epoch, u128 *p
     return 0;
 }
 
-/* reserve_packet(epoch, packet_id, in_debit, in_credit, out_debit, out_credit, in_amount,
- *                out_amount, user_data_128, in_user_data_32, out_user_data_32, timeout,
- *                in_ledger, out_ledger, code, now) -> (reserved, first, second) */
+enum {  /* reserve_packet's arguments */
+    R_EPOCH, R_PACKET, R_IN_DEBIT, R_IN_CREDIT, R_OUT_DEBIT, R_OUT_CREDIT, R_IN_AMOUNT, R_OUT_AMOUNT,
+    R_UD128, R_IN_UD32, R_OUT_UD32, R_TIMEOUT, R_IN_LEDGER, R_OUT_LEDGER, R_CODE, R_NOW, R_COUNT
+};
+
+/* The two legs as Python transfers, for the general path (a tuple; NULL on error). */
 static PyObject *
-Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+legs_as_transfers(PyObject *const *args, u128 epoch, u128 packet)
 {
-    if (nargs != 16) {
-        PyErr_SetString(PyExc_TypeError, "reserve_packet takes 16 arguments");
-        return NULL;
-    }
-    u128 epoch, packet;
-    if (epoch_and_packet(args[0], args[1], &epoch, &packet) < 0) return NULL;
-    PyObject *transfers[2] = {NULL, NULL};
+    PyObject *legs = PyTuple_New(2);
+    if (legs == NULL) return NULL;
     for (int leg = 0; leg < 2; leg++) {
         PyObject *values[TRANSFER_FIELDS] = {
-            packet_id_of(epoch, packet, leg, PHASE_PENDING),  /* id */
-            Py_NewRef(args[2 + 2 * leg]), Py_NewRef(args[3 + 2 * leg]),  /* debit, credit */
-            Py_NewRef(args[6 + leg]),  /* amount */
+            from_u128(packet_transfer_id(epoch, packet, leg, PHASE_PENDING)),  /* id */
+            Py_NewRef(args[R_IN_DEBIT + 2 * leg]), Py_NewRef(args[R_IN_CREDIT + 2 * leg]),
+            Py_NewRef(args[R_IN_AMOUNT + leg]),
             PyLong_FromLong(0),  /* pending_id */
-            Py_NewRef(args[8]), Py_NewRef(args[1]), Py_NewRef(args[9 + leg]),  /* user data */
-            Py_NewRef(args[11]), Py_NewRef(args[12 + leg]), Py_NewRef(args[14]),  /* timeout, ledger, code */
+            Py_NewRef(args[R_UD128]), Py_NewRef(args[R_PACKET]), Py_NewRef(args[R_IN_UD32 + leg]),
+            Py_NewRef(args[R_TIMEOUT]), Py_NewRef(args[R_IN_LEDGER + leg]), Py_NewRef(args[R_CODE]),
             PyLong_FromLong(leg == 0 ? PENDING | LINKED : PENDING),
             PyLong_FromLong(0),  /* timestamp */
         };
@@ -939,32 +1078,95 @@ Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t narg
         for (int i = 0; i < TRANSFER_FIELDS; i++) ok = ok && values[i] != NULL;
         if (!ok) {
             for (int i = 0; i < TRANSFER_FIELDS; i++) Py_XDECREF(values[i]);
-            goto fail;
+            Py_DECREF(legs);
+            return NULL;
         }
-        if ((transfers[leg] = new_transfer(self, values)) == NULL) goto fail;
+        PyObject *t = new_transfer(values);
+        if (t == NULL) {
+            Py_DECREF(legs);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(legs, leg, t);
     }
-    TransferView t[2];
-    int applied = 0;
-    u128 now128;
-    if (as_u128(args[15], &now128) != 0 || now128 > UINT64_MAX) {
-        PyErr_SetString(PyExc_ValueError, "now must be an int in [0, 2**64)");
-        goto fail;
-    }
-    int rc = read_transfer(transfers[0], &t[0]);
-    if (rc == 0) rc = read_transfer(transfers[1], &t[1]);
-    if (rc < 0) goto fail;
-    if (rc == 0 && (applied = try_pending_pair(self, t, args[15], (uint64_t)now128)) < 0) goto fail;
-    PyObject *result = Py_BuildValue("(ONN)", applied ? Py_True : Py_False, transfers[0], transfers[1]);
-    if (result == NULL) transfers[0] = transfers[1] = NULL;  /* Py_BuildValue took them */
-    return result;
-fail:
-    Py_XDECREF(transfers[0]);
-    Py_XDECREF(transfers[1]);
-    return NULL;
+    return legs;
 }
 
-/* resolve_packet(epoch, packet_id, post, now) -> [post or void of each leg], or None: the
- * books' commit and release; the resolved ids are remembered. */
+/* The legs made from reserve_packet's arguments, packed: 0, or 1 when some value does not
+ * fit its TigerBeetle field (then the general path answers). */
+static int
+make_legs(PendingPair *pair, PyObject *const *args, u128 epoch, u128 packet)
+{
+    u128 v[R_COUNT];
+    for (int i = R_IN_DEBIT; i < R_NOW; i++) {
+        if (as_u128(args[i], &v[i]) != 0) return 1;
+    }
+    if (packet > UINT64_MAX || v[R_TIMEOUT] > UINT32_MAX || v[R_CODE] > UINT16_MAX) return 1;
+    for (int leg = 0; leg < 2; leg++) {
+        if (v[R_IN_UD32 + leg] > UINT32_MAX || v[R_IN_LEDGER + leg] > UINT32_MAX) return 1;
+    }
+    for (int leg = 0; leg < 2; leg++) {
+        TransferView *t = &pair->t[leg];
+        *t = (TransferView){
+            .id = packet_transfer_id(epoch, packet, leg, PHASE_PENDING),
+            .debit = v[R_IN_DEBIT + 2 * leg], .credit = v[R_IN_CREDIT + 2 * leg], .amount = v[R_IN_AMOUNT + leg],
+            .pending_id = 0, .timeout = v[R_TIMEOUT], .ledger = v[R_IN_LEDGER + leg], .code = v[R_CODE],
+            .flags = leg == 0 ? PENDING | LINKED : PENDING, .timestamp = 0,
+        };
+        unsigned char *out = pair->packed[leg];
+        put_u128(out, P_ID, t->id);
+        put_u128(out, P_DEBIT, t->debit);
+        put_u128(out, P_CREDIT, t->credit);
+        put_u128(out, P_AMOUNT, t->amount);
+        put_u128(out, P_PENDING_ID, 0);
+        put_u128(out, P_UD128, v[R_UD128]);
+        put_uint(out, P_UD64, 8, (uint64_t)packet);
+        put_uint(out, P_UD32, 4, (uint64_t)v[R_IN_UD32 + leg]);
+        put_uint(out, P_TIMEOUT, 4, (uint64_t)t->timeout);
+        put_uint(out, P_LEDGER, 4, (uint64_t)t->ledger);
+        put_uint(out, P_CODE, 2, (uint64_t)t->code);
+        put_uint(out, P_FLAGS, 2, (uint64_t)t->flags);
+        put_uint(out, P_TIMESTAMP, 8, 0);
+    }
+    return 0;
+}
+
+/* reserve_packet(epoch, packet_id, in_debit, in_credit, out_debit, out_credit, in_amount,
+ *                out_amount, user_data_128, in_user_data_32, out_user_data_32, timeout,
+ *                in_ledger, out_ledger, code, now)
+ * -> both legs packed (bytes) when reserved here, else (first, second) as transfers for
+ *    the general path. */
+static PyObject *
+Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != R_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "reserve_packet takes 16 arguments");
+        return NULL;
+    }
+    u128 epoch, packet;
+    uint64_t now;
+    if (epoch_and_packet(args[R_EPOCH], args[R_PACKET], &epoch, &packet) < 0 || now_of(args[R_NOW], &now) < 0)
+        return NULL;
+    PendingPair pair;
+    memset(&pair, 0, sizeof(pair));
+    PyObject *result = NULL;
+    int applied = 0;
+    if (make_legs(&pair, args, epoch, packet) == 0) {
+        for (int leg = 0; leg < 2; leg++) {
+            if ((pair.ids[leg] = from_u128(pair.t[leg].id)) == NULL) goto done;
+            pair.account_ids[2 * leg] = Py_NewRef(args[R_IN_DEBIT + 2 * leg]);
+            pair.account_ids[2 * leg + 1] = Py_NewRef(args[R_IN_CREDIT + 2 * leg]);
+        }
+        if ((applied = try_pending_pair(self, &pair, args[R_NOW], now)) < 0) goto done;
+    }
+    result = applied ? PyBytes_FromStringAndSize((const char *)pair.packed, sizeof(pair.packed))
+                     : legs_as_transfers(args, epoch, packet);
+done:
+    pair_clear(&pair);
+    return result;
+}
+
+/* resolve_packet(epoch, packet_id, post, now) -> both resolutions packed (bytes), or
+ * None: the books' commit and release; the resolved ids are remembered. */
 static PyObject *
 Engine_resolve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -978,8 +1180,10 @@ Engine_resolve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t narg
     if (post < 0) return NULL;
     int phase = post ? PHASE_POST : PHASE_VOID;
     PyObject *ids[4] = {  /* in the order state.py remembers them */
-        packet_id_of(epoch, packet, LEG_IN, PHASE_PENDING), packet_id_of(epoch, packet, LEG_IN, phase),
-        packet_id_of(epoch, packet, LEG_OUT, PHASE_PENDING), packet_id_of(epoch, packet, LEG_OUT, phase),
+        from_u128(packet_transfer_id(epoch, packet, LEG_IN, PHASE_PENDING)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_IN, phase)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, PHASE_PENDING)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, phase)),
     };
     PyObject *result = NULL;
     if (ids[0] && ids[1] && ids[2] && ids[3]) {
@@ -1009,6 +1213,25 @@ transfer_offsets(PyTypeObject *type, Py_ssize_t offsets[TRANSFER_FIELDS])
         }
     }
     return 0;
+}
+
+/* The class transfers are made of: the first engine's (kept for the module's life). */
+static int
+set_transfer_type(PyTypeObject *type)
+{
+    Py_ssize_t offsets[TRANSFER_FIELDS];
+    if (transfer_offsets(type, offsets) < 0) return -1;
+    int rc = 0;
+    PyMutex_Lock(&transfer_type_mutex);
+    if (transfer_type == NULL) {
+        memcpy(transfer_slots, offsets, sizeof(offsets));
+        transfer_type = (PyTypeObject *)Py_NewRef(type);
+    } else if (transfer_type != type) {
+        PyErr_SetString(PyExc_TypeError, "every PairEngine must use the same transfer class");
+        rc = -1;
+    }
+    PyMutex_Unlock(&transfer_type_mutex);
+    return rc;
 }
 
 static int
@@ -1041,7 +1264,7 @@ Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
             return -1;
         }
     }
-    if (transfer_offsets((PyTypeObject *)transfer_type, self->offsets) < 0) return -1;
+    if (set_transfer_type((PyTypeObject *)transfer_type) < 0) return -1;
     PyObject *acquire = PyTuple_New(n), *release = PyTuple_New(n);
     if (acquire == NULL || release == NULL) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1057,7 +1280,6 @@ Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->shards, Py_NewRef(shards));
     Py_XSETREF(self->failed, Py_NewRef(failed));
     Py_XSETREF(self->wheels, Py_NewRef(wheels));
-    Py_XSETREF(self->transfer_type, (PyTypeObject *)Py_NewRef(transfer_type));
     self->mask = (uint64_t)n - 1;
     self->recent.limit = recent_ids;
     return 0;
@@ -1076,7 +1298,6 @@ Engine_traverse(EngineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->shards);
     Py_VISIT(self->failed);
     Py_VISIT(self->wheels);
-    Py_VISIT(self->transfer_type);
     return 0;
 }
 
@@ -1089,7 +1310,6 @@ Engine_clear(EngineObject *self)
     Py_CLEAR(self->shards);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->wheels);
-    Py_CLEAR(self->transfer_type);
     return 0;
 }
 

@@ -66,8 +66,8 @@ def run_stalls(seconds: float, slow_ms: float = 3.0) -> dict:
     than `slow_ms`, with the packet count it happened at.  Stalls while the idempotency
     window fills are garbage collections of the growing heap (CPython's default threshold
     here); stalls after it is full would be the state machine's own."""
-    from .model import Account, Transfer
-    from .state import DEFAULT_RECENT_IDS, LINKED, PENDING, LedgerState
+    from .model import Account
+    from .state import DEFAULT_RECENT_IDS, LedgerState
 
     state = LedgerState()
     state.create_accounts([Account(id=i, ledger=1, code=1) for i in (1, 2, 3, 4)])
@@ -76,11 +76,9 @@ def run_stalls(seconds: float, slow_ms: float = 3.0) -> dict:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         n += 1
-        base = 1 << 120 | n << 12
         started = time.perf_counter()
-        state.create_pending_pair(Transfer(base | 1, 1, 2, 10, 0, 0, 0, 0, 30, 1, 1, PENDING | LINKED),
-                                  Transfer(base | 2, 3, 4, 10, 0, 0, 0, 0, 30, 1, 1, PENDING))
-        state.resolve_pair(base | 3, base | 1, base | 4, base | 2, True)
+        state.reserve_packet(1, n, (1, 2), (3, 4), 10, 10, 0, 1, 2, 30, 1, 1, 1)  # the packet books' calls
+        state.resolve_packet(1, n, True)
         took_ms = (time.perf_counter() - started) * 1000
         if took_ms > slow_ms:
             slow.append((n, round(took_ms, 1)))

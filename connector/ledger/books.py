@@ -36,6 +36,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..lockfree import peek
+from ._fastpath import pack_transfers
 from .embedded import EmbeddedLedger
 from .model import Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
 from .records import LedgerEmitter
@@ -228,7 +229,7 @@ class PacketBooks:
             epoch, packet_id, (a.in_limit, a.out_limit), (b.out_limit, b.in_limit), in_amount, out_amount,
             user_data, in_peer, out_peer, timeout, a.ledger, b.ledger, Code.PACKET)
         if created:
-            emitter.emit(created)
+            emitter.emit_packed(created)
         first = results[0]
         if first is T.CREATED or first in _EXISTS_LIKE:
             return None
@@ -243,10 +244,10 @@ class PacketBooks:
         the caller must reject instead of fulfilling."""
         results, created = self._resolve(packet_id, PHASE_POST)
         if results[0] is T.CREATED:
-            emitter.emit(created, reply=held_reply)
+            emitter.emit_packed(created, reply=held_reply)
             return True
         if results[0] in _EXISTS_LIKE:  # already posted: the reply follows the posts to disk
-            emitter.emit((), reply=held_reply)
+            emitter.emit_packed(b"", reply=held_reply)
             return True
         log.info("commit found no reservation", extra={"packet_id": packet_id,
                                                        "results": [r.name for r in results]})
@@ -257,7 +258,7 @@ class PacketBooks:
         more; False if the packet was already posted."""
         results, created = self._resolve(packet_id, PHASE_VOID)
         if created:
-            emitter.emit(created)
+            emitter.emit_packed(created)
         first = results[0]
         if first is T.CREATED or first in _EXISTS_LIKE or first in _GONE:
             return True
@@ -265,16 +266,18 @@ class PacketBooks:
                                                                     "results": [r.name for r in results]})
         return False
 
-    def _resolve(self, packet_id: int, phase: int):
-        """Post (the full amounts) or void both legs: one linked pair of transfers."""
+    def _resolve(self, packet_id: int, phase: int) -> tuple[list[T], bytes]:
+        """Post (the full amounts) or void both legs: one linked pair of transfers.  The
+        statuses, and what was created as packed structs."""
         epoch = self.epoch
         created = self.state.resolve_packet(epoch, packet_id, phase == PHASE_POST)
         if created is not None:
             return _CREATED_PAIR, created
-        return self.state.resolve_pair(
+        results, transfers = self.state.resolve_pair(
             packet_transfer_id(epoch, packet_id, LEG_IN, phase), packet_transfer_id(epoch, packet_id, LEG_IN, PHASE_PENDING),
             packet_transfer_id(epoch, packet_id, LEG_OUT, phase), packet_transfer_id(epoch, packet_id, LEG_OUT, PHASE_PENDING),
             phase == PHASE_POST)
+        return results, pack_transfers(transfers) if transfers else b""
 
     # ------------------------------------------------------------------ settlement and balances
 

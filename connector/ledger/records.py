@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from ringbuf import Ring
 
 from ._fastpath import pack_transfers
-from .model import Account, Transfer, pack_account
+from .model import RECORD_SIZE, Account, Transfer, pack_account
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,15 @@ class LedgerEmitter:
         header = RECORD.pack(len(accounts), len(transfers), kind, target)
         body = b"".join((*[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
         return self.emit_record(header, body)
+
+    def emit_packed(self, transfers: bytes, *, reply: tuple[int, bytes] | None = None) -> bool:
+        """`emit` of transfers already packed back to back (the packet books' pairs)."""
+        count, partial = divmod(len(transfers), RECORD_SIZE)
+        if partial or count > MAX_EVENTS:
+            raise ValueError(f"a record carries whole 128-byte transfers, at most {MAX_EVENTS}")
+        if reply is None:
+            return self.emit_record(RECORD.pack(0, count, KIND_PLAIN, 0), transfers)
+        return self.emit_record(RECORD.pack(0, count, KIND_HELD_REPLY, reply[0]), transfers + reply[1])
 
     def emit_sync(self, token: int) -> bool:
         """A marker the writer reports back once everything before it is durable."""

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..lockfree import peek
-from ._fastpath import PairEngine, Stored as _Stored
+from ._fastpath import PairEngine, Stored as _Stored, pack_transfers
 from .model import (
     AMOUNT_MAX,
     U64_MAX,
@@ -50,6 +50,7 @@ from .model import (
     CreateAccountStatus as A,
     CreateTransferStatus as T,
     Transfer,
+    iter_transfers,
 )
 
 # Flag bits as plain ints: IntFlag arithmetic is a Python-level call per operation.
@@ -217,30 +218,32 @@ class LedgerState:
         """`create_transfers_detailed` for two linked posts (`post`, the full amounts) or
         voids of two pending transfers: the packet books' commit and release.  The common
         case runs in one pass under the locks, in C; anything else takes the general path."""
-        created = self._pair.resolve_pair(first_id, first_pending, second_id, second_pending, post, self._clock())
-        if created is None:
+        packed = self._pair.resolve_pair(first_id, first_pending, second_id, second_pending, post, self._clock())
+        if packed is None:
             return self._resolve_generally(first_id, first_pending, second_id, second_pending,
                                            POST if post else VOID)
         self._remember([first_pending, first_id, second_pending, second_id])
-        return [T.CREATED, T.CREATED], created
+        return [T.CREATED, T.CREATED], list(iter_transfers(packed))
 
     def reserve_packet(self, epoch: int, packet_id: int, in_accounts: tuple[int, int], out_accounts: tuple[int, int],
                        in_amount: int, out_amount: int, user_data_128: int, in_peer: int, out_peer: int,
-                       timeout: int, in_ledger: int, out_ledger: int, code: int) -> tuple[list[T], list[Transfer]]:
+                       timeout: int, in_ledger: int, out_ledger: int, code: int) -> tuple[list[T], bytes]:
         """The packet books' reservation with the two pending legs made here (ids as
         `books.packet_transfer_id(epoch, packet_id, leg, PHASE_PENDING)`, `user_data_64`
-        the packet id, `user_data_32` each leg's peer): `create_pending_pair` without
-        building the transfers in Python."""
-        reserved, first, second = self._pair.reserve_packet(
+        the packet id, `user_data_32` each leg's peer): the statuses, and what was created
+        as TigerBeetle's packed structs (what the ledger ring carries).  The common case
+        makes no Python transfer at all."""
+        made = self._pair.reserve_packet(
             epoch, packet_id, *in_accounts, *out_accounts, in_amount, out_amount, user_data_128, in_peer, out_peer,
             timeout, in_ledger, out_ledger, code, self._clock())
-        if reserved:
-            return [T.CREATED, T.CREATED], [first, second]
-        return self.create_transfers_detailed([first, second])
+        if type(made) is bytes:
+            return [T.CREATED, T.CREATED], made
+        results, created = self.create_transfers_detailed(list(made))
+        return results, pack_transfers(created) if created else b""
 
-    def resolve_packet(self, epoch: int, packet_id: int, post: bool) -> list[Transfer] | None:
+    def resolve_packet(self, epoch: int, packet_id: int, post: bool) -> bytes | None:
         """`resolve_pair` of the books' packet ids, in the common case only: the created
-        posts (or voids), or None when the general path must answer."""
+        posts (or voids) packed, or None when the general path must answer."""
         return self._pair.resolve_packet(epoch, packet_id, post, self._clock())
 
     def _resolve_generally(self, first_id: int, first_pending: int, second_id: int, second_pending: int,

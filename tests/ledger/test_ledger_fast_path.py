@@ -158,14 +158,28 @@ def test_plain_packets_never_reach_the_general_path(monkeypatch):
                                    (3, 0, 7, 0, 10_000), (4, 0, 10_000, 0, 7)]
 
 
-def test_transfers_made_in_c_are_left_out_of_garbage_collection():
-    """The legs and resolutions the C path makes hold only ints; the collector (which stops
-    every thread in 3.13t) does not scan them, however many the idempotency window keeps."""
+def test_the_packet_calls_make_packed_records_and_transfers_only_when_asked():
+    """`reserve_packet` and `resolve_packet` hand back TigerBeetle's packed structs (what
+    the ledger ring carries) and store no Python transfer; one is made, once, when a
+    lookup asks for it, and it holds only ints, so the collector (which stops every
+    thread in 3.13t) never scans it, however many the idempotency window keeps."""
     import gc
 
+    from connector.ledger.books import LEG_IN, LEG_OUT, PHASE_PENDING, PHASE_POST, packet_transfer_id
+    from connector.ledger.model import iter_transfers
+
     state = new_state(Clock(), 10_000)
-    _, legs = state.reserve_packet(5, 1, (1, 2), (3, 4), 5, 5, 0, 1, 2, 30, 1, 1, 1)
-    resolutions = state.resolve_packet(5, 1, True)
-    assert len(legs) == 2 and resolutions is not None and len(resolutions) == 2
-    assert not any(gc.is_tracked(t) for t in [*legs, *resolutions])
+    results, legs = state.reserve_packet(5, 1, (1, 2), (3, 4), 5, 6, 77, 1, 2, 30, 1, 1, 1)
+    assert [r.name for r in results] == ["CREATED", "CREATED"] and type(legs) is bytes and len(legs) == 256
+    posts = state.resolve_packet(5, 1, True)
+    assert type(posts) is bytes and len(posts) == 256
+    ids = [packet_transfer_id(5, 1, leg, phase) for phase in (PHASE_PENDING, PHASE_POST) for leg in (LEG_IN, LEG_OUT)]
+    looked_up = state.lookup_transfers(ids)
+    assert [fields(t) for t in looked_up] == [fields(t) for t in (*iter_transfers(legs), *iter_transfers(posts))]
+    assert [(t.user_data_128, t.user_data_64, t.user_data_32, t.amount) for t in looked_up] == [
+        (77, 1, 1, 5), (77, 1, 2, 6), (77, 1, 1, 5), (77, 1, 2, 6)]
+    stored = [state._table(i)[i] for i in ids]  # noqa: SLF001 - the stored records themselves are checked
+    assert b"".join(s.packed for s in stored) == legs + posts
+    assert all(s.transfer is s.transfer for s in stored)  # made once, then kept
+    assert not any(gc.is_tracked(s.transfer) for s in stored)
     assert gc.is_tracked(Transfer(1))  # the class itself is an ordinary tracked one

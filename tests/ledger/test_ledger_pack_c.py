@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from connector.ledger import Transfer
 from connector.ledger._fastpath import pack_transfer as pack_in_c
-from connector.ledger._fastpath import pack_transfers
+from connector.ledger._fastpath import Stored, pack_transfers
 from connector.ledger.model import pack_transfer, unpack_transfer
 
 
@@ -43,3 +43,43 @@ def test_c_packing_refuses_what_does_not_fit(field, value):
         pack_in_c(t)
     with pytest.raises(OverflowError, match=field):
         pack_transfers([t])
+
+
+@settings(max_examples=200, deadline=None)
+@given(transfers)
+def test_a_stored_transfer_keeps_its_packed_struct(t):
+    stored = Stored(t, 1, 0)
+    assert stored.packed == pack_transfer(t) and stored.transfer is t
+
+
+def test_a_stored_transfer_too_wide_to_pack_keeps_only_the_object():
+    """The general path may store what TigerBeetle's struct cannot hold (it is refused
+    later, when packed for the ring); the packet path then leaves it to the general path."""
+    t = Transfer(id=1, debit_account_id=2, credit_account_id=3, amount=4, ledger=1, code=1 << 16)
+    stored = Stored(t, 1, 0)
+    assert stored.packed is None and stored.transfer is t
+
+
+def test_emit_packed_writes_the_record_emit_writes():
+    """The packet books hand their pairs over packed; the ring carries the same bytes as
+    for transfer objects, held reply and all."""
+    import uuid
+
+    from connector.ledger.records import LedgerEmitter
+    from ringbuf import Ring, RingKind
+
+    legs = [Transfer(id=i, debit_account_id=2, credit_account_id=3, amount=4, ledger=1, code=1) for i in (1, 2)]
+    ring = Ring.create(f"test-emit-{uuid.uuid4().hex[:12]}", slot_size=2048, capacity=8, kind=RingKind.MPMC)
+    try:
+        emitter = LedgerEmitter(ring, 7)
+        assert emitter.emit(legs, reply=(5, b"fulfil"))
+        assert emitter.emit_packed(pack_transfers(legs), reply=(5, b"fulfil"))
+        assert emitter.emit_packed(pack_transfers(legs[:1]))
+        first, count = ring.try_consume(8)
+        records = [bytes(ring.view(position)) for position in range(first, first + count)]
+        assert count == 3 and records[0] == records[1]
+        assert records[2] == records[0][:8] + b"\0\0\1\0\0\0\0\0" + bytes(8) + pack_transfer(legs[0])
+        with pytest.raises(ValueError, match="whole 128-byte"):
+            emitter.emit_packed(b"x" * 100)
+    finally:
+        ring.destroy()
