@@ -2,13 +2,20 @@
  *
  * `LedgerState` (state.py) keeps its accounts, transfers and timeout wheels in Python
  * containers guarded by striped locks.  The packet books call two operations per packet —
- * reserve both legs (`create_pending_pair`), then post or void both (`resolve_pair`) —
- * and in Python each is a few hundred bytecodes of checks on 128-bit ints.  `PairEngine`
+ * reserve both legs (`reserve_packet`), then post or void both (`resolve_packet`) — and
+ * in Python each is a few hundred bytecodes of checks on 128-bit ints.  `PairEngine`
  * runs the common case of both in C on the same containers, under the same locks, with
  * the same rules; whenever anything is unusual (a retry, a limit crossed, a field that is
  * not plain, a value that does not fit its TigerBeetle width) it changes nothing and
  * answers "not here", and state.py takes its general path, which is the reference
  * (tests/ledger/test_ledger_fast_path.py compares the two on random sequences).
+ *
+ * What the containers hold is made here too, so that the packet path touches no int
+ * objects for values: a transfer is a `Stored` record holding TigerBeetle's packed
+ * 128-byte struct (the bytes the ledger ring and the database carry; the Python transfer
+ * is made only if the general path or a lookup asks), and an account is a
+ * `StoredAccount` with its fields as C integers (Python sees `model.Account`'s
+ * attributes).
  *
  * Thread safety (free-threaded CPython): the containers are only read with the
  * lock-free dict look-ups (`PyDict_GetItemRef`, `PyDict_Contains`) and written with
@@ -16,7 +23,7 @@
  * transfers are only changed while the stripe locks of their ids are held, exactly as
  * in state.py.  A `Stored` record's state is read and written with relaxed atomics,
  * because a resolving thread peeks at it before taking the locks (and checks it again
- * under them).
+ * under them); its packed struct never changes once it is in a dict.
  *
  * Also here: `pack_transfer` / `pack_transfers`, TigerBeetle's 128-byte transfer struct
  * from any object with a transfer's attributes.
@@ -421,23 +428,152 @@ plain_pending(const TransferView *t, u128 flags)
 
 /* ------------------------------------------------------------------ accounts */
 
+/* An account as the state machine keeps it: TigerBeetle's fields as C integers, so the
+ * packet path reads and moves balances without making an int object per value.  Python
+ * sees the attributes of `model.Account` (the general path uses them as it always did);
+ * a value that does not fit its TigerBeetle width is refused when set. */
+enum {
+    A_ID, A_DEBITS_PENDING, A_DEBITS_POSTED, A_CREDITS_PENDING, A_CREDITS_POSTED, A_UD128, A_UD64, A_UD32,
+    A_LEDGER, A_CODE, A_FLAGS, A_TIMESTAMP, ACCOUNT_FIELDS
+};
+static char *ACCOUNT_FIELD_NAMES[ACCOUNT_FIELDS + 1] = {
+    "id", "debits_pending", "debits_posted", "credits_pending", "credits_posted", "user_data_128",
+    "user_data_64", "user_data_32", "ledger", "code", "flags", "timestamp", NULL,
+};
+static const int ACCOUNT_FIELD_BITS[ACCOUNT_FIELDS] = {128, 128, 128, 128, 128, 128, 64, 32, 32, 16, 16, 64};
+
+typedef struct {
+    PyObject_HEAD
+    u128 f[ACCOUNT_FIELDS];  /* changed only under the stripe lock of the account's id */
+} StoredAccountObject;
+
+static PyTypeObject StoredAccountType;
+
+static int
+account_field_set(StoredAccountObject *self, int field, PyObject *value)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "%s cannot be deleted", ACCOUNT_FIELD_NAMES[field]);
+        return -1;
+    }
+    u128 v;
+    int bits = ACCOUNT_FIELD_BITS[field];
+    if (as_u128(value, &v) != 0 || (bits < 128 && v >> bits)) {
+        PyErr_Format(PyExc_OverflowError, "account field %s must be an int in [0, 2**%d)",
+                     ACCOUNT_FIELD_NAMES[field], bits);
+        return -1;
+    }
+    self->f[field] = v;
+    return 0;
+}
+
+static PyObject *
+StoredAccount_get(StoredAccountObject *self, void *closure)
+{
+    return from_u128(self->f[(intptr_t)closure]);
+}
+
+static int
+StoredAccount_set(StoredAccountObject *self, PyObject *value, void *closure)
+{
+    return account_field_set(self, (int)(intptr_t)closure, value);
+}
+
+static PyObject *
+StoredAccount_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *values[ACCOUNT_FIELDS] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOOOOOOOOOO", ACCOUNT_FIELD_NAMES, &values[0], &values[1],
+                                     &values[2], &values[3], &values[4], &values[5], &values[6], &values[7],
+                                     &values[8], &values[9], &values[10], &values[11]))
+        return NULL;
+    StoredAccountObject *self = (StoredAccountObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    for (int i = 0; i < ACCOUNT_FIELDS; i++) {
+        self->f[i] = 0;
+        if (values[i] != NULL && account_field_set(self, i, values[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *
+StoredAccount_repr(StoredAccountObject *self)
+{
+    PyObject *id = from_u128(self->f[A_ID]), *ledger = from_u128(self->f[A_LEDGER]);
+    PyObject *repr = id && ledger ? PyUnicode_FromFormat("StoredAccount(id=%R, ledger=%R)", id, ledger) : NULL;
+    Py_XDECREF(id);
+    Py_XDECREF(ledger);
+    return repr;
+}
+
+static PyGetSetDef StoredAccount_getset[ACCOUNT_FIELDS + 1];
+
+static PyTypeObject StoredAccountType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "connector.ledger._fastpath.StoredAccount",
+    .tp_doc = "StoredAccount(id, debits_pending, ..., timestamp): an account as the state machine keeps it "
+              "(model.Account's fields, as C integers).",
+    .tp_basicsize = sizeof(StoredAccountObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = StoredAccount_new,
+    .tp_repr = (reprfunc)StoredAccount_repr,
+    .tp_getset = StoredAccount_getset,
+};
+
+/* Fill the getset table from the field names (before PyType_Ready). */
+static void
+stored_account_prepare(void)
+{
+    for (int i = 0; i < ACCOUNT_FIELDS; i++) {
+        StoredAccount_getset[i] = (PyGetSetDef){ACCOUNT_FIELD_NAMES[i], (getter)StoredAccount_get,
+                                                (setter)StoredAccount_set, NULL, (void *)(intptr_t)i};
+    }
+    StoredAccount_getset[ACCOUNT_FIELDS] = (PyGetSetDef){NULL, NULL, NULL, NULL, NULL};
+}
+
+/* An account's balances, limits' inputs and where to write them back. */
 typedef struct {
     PyObject *obj;
+    StoredAccountObject *cell;  /* obj, when it is a StoredAccount; else NULL (attributes) */
     u128 debits_pending, debits_posted, credits_pending, credits_posted, ledger, flags;
 } AccountView;
 
 static int
 read_account(PyObject *a, AccountView *v)
 {
+    v->obj = a;
+    if (Py_IS_TYPE(a, &StoredAccountType)) {
+        StoredAccountObject *cell = v->cell = (StoredAccountObject *)a;
+        v->debits_pending = cell->f[A_DEBITS_PENDING];
+        v->debits_posted = cell->f[A_DEBITS_POSTED];
+        v->credits_pending = cell->f[A_CREDITS_PENDING];
+        v->credits_posted = cell->f[A_CREDITS_POSTED];
+        v->ledger = cell->f[A_LEDGER];
+        v->flags = cell->f[A_FLAGS];
+        return 0;
+    }
     static const int wanted[] = {N_DEBITS_PENDING, N_DEBITS_POSTED, N_CREDITS_PENDING, N_CREDITS_POSTED,
                                  N_LEDGER, N_FLAGS};
     u128 *slots[] = {&v->debits_pending, &v->debits_posted, &v->credits_pending, &v->credits_posted,
                      &v->ledger, &v->flags};
-    v->obj = a;
+    v->cell = NULL;
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
         int rc = attr_u128(a, wanted[i], slots[i]);
         if (rc != 0) return rc;
     }
+    return 0;
+}
+
+/* Write one balance back (`name`: N_DEBITS_PENDING ... N_CREDITS_POSTED, in the order of
+ * A_DEBITS_PENDING ... A_CREDITS_POSTED). */
+static int
+write_balance(const AccountView *v, int name, u128 value)
+{
+    if (v->cell == NULL) return set_attr_u128(v->obj, name, value);
+    v->cell->f[A_DEBITS_PENDING + (name - N_DEBITS_PENDING)] = value;
     return 0;
 }
 
@@ -689,8 +825,8 @@ apply_pending_pair(EngineObject *self, PendingPair *pair, PyObject *now_obj, uin
         AccountView *dr = &views[2 * i], *cr = &views[2 * i + 1];
         put_uint(pair->packed[i], P_TIMESTAMP, 8, now);
         if (pair->given[i] != NULL && PyObject_SetAttr(pair->given[i], names[N_TIMESTAMP], now_obj) < 0) goto done;
-        if (set_attr_u128(dr->obj, N_DEBITS_PENDING, dr->debits_pending + t[i].amount) < 0) goto done;
-        if (set_attr_u128(cr->obj, N_CREDITS_PENDING, cr->credits_pending + t[i].amount) < 0) goto done;
+        if (write_balance(dr, N_DEBITS_PENDING, dr->debits_pending + t[i].amount) < 0) goto done;
+        if (write_balance(cr, N_CREDITS_PENDING, cr->credits_pending + t[i].amount) < 0) goto done;
         PyObject *record = stored_packed(pair->packed[i], OPEN, expires[i], dr->obj, cr->obj);
         if (record == NULL) goto done;
         ((StoredObject *)record)->transfer = Py_XNewRef(pair->given[i]);
@@ -863,11 +999,11 @@ apply_resolution_pair(EngineObject *self, PyObject *const ids[2], const u128 id1
         Resolving *leg = &r[i];
         unsigned char *resolution = out + RECORD_BYTES * i;
         pack_resolution(resolution, leg->record->packed, id128[i], i == 0 ? flag | LINKED : flag, now);
-        if (set_attr_u128(leg->dr.obj, N_DEBITS_PENDING, leg->dr.debits_pending - leg->amount) < 0) return -1;
-        if (set_attr_u128(leg->cr.obj, N_CREDITS_PENDING, leg->cr.credits_pending - leg->amount) < 0) return -1;
+        if (write_balance(&leg->dr, N_DEBITS_PENDING, leg->dr.debits_pending - leg->amount) < 0) return -1;
+        if (write_balance(&leg->cr, N_CREDITS_PENDING, leg->cr.credits_pending - leg->amount) < 0) return -1;
         if (flag == POST) {
-            if (set_attr_u128(leg->dr.obj, N_DEBITS_POSTED, leg->dr.debits_posted + leg->amount) < 0) return -1;
-            if (set_attr_u128(leg->cr.obj, N_CREDITS_POSTED, leg->cr.credits_posted + leg->amount) < 0) return -1;
+            if (write_balance(&leg->dr, N_DEBITS_POSTED, leg->dr.debits_posted + leg->amount) < 0) return -1;
+            if (write_balance(&leg->cr, N_CREDITS_POSTED, leg->cr.credits_posted + leg->amount) < 0) return -1;
         }
         __atomic_store_n(&leg->record->state, flag == POST ? POSTED : VOIDED, __ATOMIC_RELAXED);
         if (leg->record->expires_at && wheel_remove(self, leg->debit, leg->record->expires_at, pendings[i]) < 0)
@@ -1643,8 +1779,11 @@ fastpath_exec(PyObject *module)
         if (shadow_names[i] == NULL && (shadow_names[i] = PyUnicode_InternFromString(SHADOW_TEXT[i])) == NULL)
             return -1;
     }
-    if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&EngineType) < 0) return -1;
+    stored_account_prepare();
+    if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&StoredAccountType) < 0 || PyType_Ready(&EngineType) < 0)
+        return -1;
     if (PyModule_AddObjectRef(module, "Stored", (PyObject *)&StoredType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "StoredAccount", (PyObject *)&StoredAccountType) < 0) return -1;
     return PyModule_AddObjectRef(module, "PairEngine", (PyObject *)&EngineType);
 }
 

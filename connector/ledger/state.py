@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..lockfree import peek
-from ._fastpath import PairEngine, Stored as _Stored, pack_transfers
+from ._fastpath import PairEngine, Stored as _Stored, StoredAccount, pack_transfers
 from .model import (
     AMOUNT_MAX,
     U64_MAX,
@@ -124,7 +124,7 @@ class LedgerState:
             raise ValueError(f"stripes must be a power of two, got {stripes}")
         self._locks = [threading.Lock() for _ in range(stripes)]
         self._mask = stripes - 1
-        self._accounts: dict[int, Account] = {}
+        self._accounts: dict[int, StoredAccount] = {}
         # Transfers by id, one dict per stripe (an id is written only under its stripe's
         # lock): one big dict with ids forgotten as fast as they come rebuilds itself now
         # and then, and rebuilding 262,144 entries held its lock for ~12 ms and more.
@@ -188,7 +188,7 @@ class LedgerState:
         """Load accounts as they are (balances included), e.g. from a database at start.
         Not for use while other threads create transfers."""
         for account in accounts:
-            self._accounts[account.id] = _copy_account(account)
+            self._accounts[account.id] = _stored_account(account)
 
     def account_ids(self) -> list[int]:
         return list(self._accounts)
@@ -391,7 +391,7 @@ class LedgerState:
         existing = peek(self._accounts, a.id)
         if existing is not None:
             return _account_exists(a, existing)
-        stored = _copy_account(a)
+        stored = _stored_account(a)
         stored.timestamp = chain.now
         self._accounts[a.id] = stored
         chain.undo.append(lambda: self._accounts.pop(a.id, None))
@@ -727,6 +727,14 @@ def _same_resolution_amount(t: Transfer, e: Transfer) -> bool:
     if t.flags & VOID:
         return t.amount == 0  # a void stores the pending amount it released
     return False
+
+
+def _stored_account(a: Account) -> StoredAccount:
+    """The state machine's own record of an account (its fields as C integers, which the
+    packet path reads and moves without making int objects)."""
+    return StoredAccount(a.id, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted,
+                         a.user_data_128, a.user_data_64, a.user_data_32, a.ledger, a.code, int(a.flags),
+                         a.timestamp)
 
 
 def _copy_account(a: Account) -> Account:

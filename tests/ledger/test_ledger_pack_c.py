@@ -1,5 +1,6 @@
 """The C packer (`_fastpath.pack_transfer(s)`) writes the same 128 bytes as the Python
-reference (`model.pack_transfer`), and refuses what the reference refuses."""
+reference (`model.pack_transfer`), and refuses what the reference refuses; the state
+machine's C records of transfers (`Stored`) and accounts (`StoredAccount`) keep every field."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.ledger import Transfer
+from connector.ledger import Account, Transfer
 from connector.ledger._fastpath import pack_transfer as pack_in_c
-from connector.ledger._fastpath import Stored, pack_transfers
+from connector.ledger._fastpath import Stored, StoredAccount, pack_transfers
 from connector.ledger.model import pack_transfer, unpack_transfer
+from connector.ledger.state import _copy_account, _stored_account
 
 
 def widths(bits: int):
@@ -83,3 +85,29 @@ def test_emit_packed_writes_the_record_emit_writes():
             emitter.emit_packed(b"x" * 100)
     finally:
         ring.destroy()
+
+
+accounts = st.builds(Account, widths(128), widths(128), widths(128), widths(128), widths(128), widths(128),
+                     widths(64), widths(32), widths(32), widths(16), widths(16), widths(64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts)
+def test_a_stored_account_holds_every_field_of_the_model(a):
+    """The state machine keeps accounts as `StoredAccount` (C integers); what the general
+    path and `lookup_accounts` read back is the model's account, field for field."""
+    stored = _stored_account(a)
+    assert _copy_account(stored) == a
+    stored.debits_pending += 1 if a.debits_pending < (1 << 128) - 1 else -1
+    assert stored.debits_pending != a.debits_pending
+
+
+@pytest.mark.parametrize("field, value", [("credits_posted", 1 << 128), ("code", 1 << 16), ("ledger", -1),
+                                          ("user_data_64", "1")])
+def test_a_stored_account_refuses_what_tigerbeetle_cannot_hold(field, value):
+    stored = StoredAccount(id=1, ledger=1, code=1)
+    with pytest.raises(OverflowError, match=field):
+        setattr(stored, field, value)
+    with pytest.raises(OverflowError, match=field):
+        StoredAccount(**{field: value})
+    assert (stored.id, stored.ledger, stored.code, stored.credits_posted) == (1, 1, 1, 0)
