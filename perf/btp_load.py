@@ -219,10 +219,15 @@ def run_sender(connections: list[BtpConnection], builder: PrepareBuilder, schedu
     try:
         while seq < count and not stop.is_set():
             now = time.perf_counter()
-            if now > schedule.send_deadline:
-                break
-            due = min(count, int((now - t0) * rate) + 1, replied_count() + max_in_flight)
+            # Past the deadline a late sender still sends what was due before it (their
+            # latencies count from their intended times), then stops: dropping them would
+            # hide the very lateness the run measures.
+            late = now > schedule.send_deadline
+            due = min(count, int((min(now, schedule.send_deadline) - t0) * rate) + 1,
+                      replied_count() + max_in_flight)
             if due <= seq:
+                if late:
+                    break
                 time.sleep(min(0.002 + tick_s, max(0.0, schedule.intended(seq) + tick_s - now)))
                 continue
             stats.max_lag_s = max(stats.max_lag_s, now - schedule.intended(seq))

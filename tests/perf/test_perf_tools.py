@@ -261,3 +261,26 @@ def test_worker_bench_forwards_and_commits_every_packet():
     assert [run["packets"] for run in result["runs"]] == [2000, 2000]
     assert all(run["worker_us_per_packet"] > 0 and run["writer_us_per_packet"] > 0 for run in result["runs"])
     assert result["median"]["packets_per_s"] > 0
+
+
+@pytest.mark.parametrize("count, sent", [(500, 500), (2000, 600)])
+def test_a_late_sender_still_sends_what_was_due_before_its_deadline(count, sent):
+    """A sender that wakes after the run's time bound (a loaded machine) sends every packet
+    whose intended time was inside it, in one batch, and nothing after it: dropping the
+    late ones would hide the lateness the run measures."""
+    import socket
+    import threading
+    import time
+
+    from loadgen_selfbench import DESTINATION, SocketPeer, drain
+
+    ours, theirs = socket.socketpair()
+    threading.Thread(target=drain, args=(theirs,), daemon=True).start()
+    t0 = time.perf_counter() - 1.0  # packets 0..599 were due in the first 0.6 s, long gone
+    schedule = btp_load.Schedule(1000.0, count, t0, time.time() - 1.0, 5.0, t0 + 0.6)
+    stats = btp_load.SenderStats()
+    builder = btp_load.PrepareBuilder(DESTINATION, 10, 32, 0.0)
+    btp_load.run_sender([SocketPeer(ours)], builder, schedule, stats, threading.Event(), 10**9, lambda: 0)
+    ours.close()
+    assert stats.sent == sent and stats.max_batch == sent and stats.error is None
+    assert stats.max_lag_s >= 0.9
