@@ -120,3 +120,16 @@ def test_encoding_round_trips_any_bytes(transfers, level):
     encoding, blob = store.encode_transfers(bytearray(transfers), level)
     assert encoding == (store.ENCODING_RAW if level == 0 else store.ENCODING_DEFLATE)
     assert store.decode_transfers(encoding, blob) == transfers
+
+
+@pytest.mark.parametrize("records, window_byte", [(40, 0x58), (400, 0x78)])
+def test_small_batches_use_a_small_window_and_any_zlib_reader_reads_both(records, window_byte):
+    """A millisecond's batch (a few KB) is deflated with an 8 KB window (zlib header
+    0x58), a large one with the default 32 KB (0x78); plain zlib.decompress reads both."""
+    import zlib
+
+    transfers = b"".join(i.to_bytes(16, "little") + bytes(range(96)) + i.to_bytes(16, "little") for i in range(records))
+    encoding, blob = store.encode_transfers(transfers, 1)
+    assert encoding == store.ENCODING_DEFLATE and blob[0] == window_byte
+    assert zlib.decompress(blob) == transfers == store.decode_transfers(encoding, blob)
+    assert len(blob) < len(transfers) // 4
