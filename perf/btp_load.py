@@ -187,7 +187,7 @@ class Schedule:
     rate: float
     count: int
     t0: float
-    wall_t0: float  # time.time() at t0, for expiry timestamps
+    wall_t0: float  # time.time() at t0 (the sender re-reads the wall clock for each batch's expiry)
     expiry_s: float
     send_deadline: float  # perf_counter: stop sending after it (the --seconds bound)
 
@@ -214,7 +214,7 @@ def run_sender(connections: list[BtpConnection], builder: PrepareBuilder, schedu
     write (fewer wake-ups on both sides; the wait counts in their latencies).
     """
     outs = [bytearray() for _ in connections]
-    rate, t0, wall_ms0 = schedule.rate, schedule.t0, schedule.wall_t0 * 1000.0 + schedule.expiry_s * 1000.0
+    rate, t0, expiry_ms = schedule.rate, schedule.t0, schedule.expiry_s * 1000.0
     seq, count, n = 0, schedule.count, len(connections)
     try:
         while seq < count and not stop.is_set():
@@ -232,8 +232,12 @@ def run_sender(connections: list[BtpConnection], builder: PrepareBuilder, schedu
                 continue
             stats.max_lag_s = max(stats.max_lag_s, now - schedule.intended(seq))
             stats.max_batch = max(stats.max_batch, due - seq)
+            # Expiry = intended send time + expiry, on the wall clock read now, not at the
+            # start: a step of the wall clock (a paused VM catching up) would otherwise
+            # put every later packet's expiry in the past.
+            wall_ms = (time.time() - time.perf_counter()) * 1000.0 + expiry_ms
             for s in range(seq, due):
-                packet = builder.build(s, int(wall_ms0 + s * 1000.0 / rate))
+                packet = builder.build(s, int(wall_ms + (t0 + s / rate) * 1000.0))
                 btp_wire.append_ilp_frame(connections[s % n].writer, outs[s % n], btp.MESSAGE,
                                           FIRST_REQUEST_ID + s, packet)
             for connection, out in zip(connections, outs):

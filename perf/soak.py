@@ -192,6 +192,11 @@ def verdict(result: dict, rows: list[dict], books: dict, args: argparse.Namespac
                               "sent": counts["sent"], "fulfilled": counts["fulfilled"],
                               "rejected": counts["rejected"], "without_reply": counts["timed_out"],
                               "duplicate_or_bad_replies": counts["errors"]},
+        # Rejects the receiver did not ask for (T04, R02, T03 ...) mean the load was not
+        # carried, whatever the latency says.
+        "only_expected_rejects": {"ok": counts["unexpected_rejects"] == 0,
+                                  "unexpected_rejects": counts["unexpected_rejects"],
+                                  "reject_codes": counts["reject_codes"]},
         "memory": {"ok": (slope is not None and slope <= args.max_leak_mb_per_hour) if judged else True,
                    "judged": judged, "slope_mb_per_hour": slope, "limit_mb_per_hour": args.max_leak_mb_per_hour,
                    "rss_mb_first": rows[0]["rss_mb"] if rows else None,
