@@ -187,7 +187,6 @@ class Schedule:
     rate: float
     count: int
     t0: float
-    wall_t0: float  # time.time() at t0 (the sender re-reads the wall clock for each batch's expiry)
     expiry_s: float
     send_deadline: float  # perf_counter: stop sending after it (the --seconds bound)
 

@@ -177,7 +177,7 @@ def _measure(target, spec, senders, receiver, threads, stop, destination, receiv
     reply_stats = [ReplyStats() for _ in senders]
     sender_stats = SenderStats()
     t0 = time.perf_counter() + 0.05
-    schedule = Schedule(spec.rate, spec.count, t0, time.time() + 0.05, spec.expiry_s, t0 + spec.seconds)
+    schedule = Schedule(spec.rate, spec.count, t0, spec.expiry_s, t0 + spec.seconds)
     cpu0 = process_cpu_seconds()
     with ProcessSampler(target.pid) as sampler:
         for i, (connection, stats, histogram) in enumerate(zip(senders, reply_stats, histograms)):

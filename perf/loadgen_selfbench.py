@@ -69,7 +69,7 @@ def bench_sender(rate: float, seconds: float) -> dict:
     threading.Thread(target=drain, args=(theirs,), daemon=True).start()
     count = int(rate * seconds)
     now = time.perf_counter()
-    schedule = Schedule(rate, count, now, time.time(), 5.0, now + seconds * 3)
+    schedule = Schedule(rate, count, now, 5.0, now + seconds * 3)
     stats = btp_load.SenderStats()
     builder = btp_load.PrepareBuilder(DESTINATION, 10, 32, 0.0)
     wall, cpu = timed(btp_load.run_sender, [SocketPeer(ours)], builder, schedule, stats, threading.Event(),
@@ -115,7 +115,7 @@ def bench_reply_reader(packets: int) -> dict:
     ours, theirs = socket.socketpair()
     threading.Thread(target=feed_then_close, args=(theirs, stream), daemon=True).start()
     now = time.perf_counter()
-    schedule = Schedule(1e9, packets, now, time.time(), 5.0, now)
+    schedule = Schedule(1e9, packets, now, 5.0, now)
     stats, histogram = btp_load.ReplyStats(), HdrHistogram(1, 120_000_000, 3)
     wall, cpu = timed(btp_load.run_reply_reader, SocketPeer(ours), schedule, bytearray(packets), stats,
                       histogram.record_value, threading.Event(), "test.x")
