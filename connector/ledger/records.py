@@ -87,19 +87,21 @@ class LedgerEmitter:
         are durable.  True if published now, False if parked in this emitter's backlog."""
         if len(transfers) > MAX_EVENTS or len(accounts) > MAX_EVENTS:
             raise ValueError(f"a record carries at most {MAX_EVENTS} accounts and {MAX_EVENTS} transfers")
-        kind, target, payload = (KIND_PLAIN, 0, b"") if reply is None else (KIND_HELD_REPLY, reply[0], reply[1])
-        header = RECORD.pack(len(accounts), len(transfers), kind, target)
-        body = b"".join((*[pack_account(a) for a in accounts], pack_transfers(transfers), payload))
-        return self.emit_record(header, body)
+        body = b"".join((*[pack_account(a) for a in accounts], pack_transfers(transfers)))
+        return self._emit_body(len(accounts), len(transfers), body, reply)
 
     def emit_packed(self, transfers: bytes, *, reply: tuple[int, bytes] | None = None) -> bool:
         """`emit` of transfers already packed back to back (the packet books' pairs)."""
         count, partial = divmod(len(transfers), RECORD_SIZE)
         if partial or count > MAX_EVENTS:
             raise ValueError(f"a record carries whole 128-byte transfers, at most {MAX_EVENTS}")
+        return self._emit_body(0, count, transfers, reply)
+
+    def _emit_body(self, accounts: int, transfers: int, body: bytes, reply: tuple[int, bytes] | None) -> bool:
+        """The record of packed accounts and transfers, and the reply it holds, if any."""
         if reply is None:
-            return self.emit_record(RECORD.pack(0, count, KIND_PLAIN, 0), transfers)
-        return self.emit_record(RECORD.pack(0, count, KIND_HELD_REPLY, reply[0]), transfers + reply[1])
+            return self.emit_record(RECORD.pack(accounts, transfers, KIND_PLAIN, 0), body)
+        return self.emit_record(RECORD.pack(accounts, transfers, KIND_HELD_REPLY, reply[0]), body + reply[1])
 
     def emit_sync(self, token: int) -> bool:
         """A marker the writer reports back once everything before it is durable."""
