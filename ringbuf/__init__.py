@@ -6,10 +6,11 @@ and processes.  See docs/ringbuf.md for the layout and the memory-ordering argum
 
 from .errors import RingClosed, RingError, RingIncompatible, RingInUse, RingNotFound, SlotOverflow
 from .layout import RingKind
-from .ring import Ring
+from .ring import READ_MANY_LENGTH, Ring
 from .segment import list_segments, sweep_stale
 
 __all__ = [
+    "READ_MANY_LENGTH",
     "Ring",
     "RingClosed",
     "RingError",

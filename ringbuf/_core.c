@@ -266,6 +266,54 @@ RingCore_set_length(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* write_many(items, start) -> count: copy items[start:] in, in order, as far as free
+ * slots allow right now, and publish them together; -1 if the ring is closed.  Stops
+ * before an item larger than a slot (nothing is claimed for it: the caller says why). */
+static PyObject *
+write_many_locked(RingCore *self, PyObject *items, Py_ssize_t start)
+{
+    uint64_t first;
+    Py_ssize_t total = PyList_GET_SIZE(items), fit;
+    if (start < 0 || start >= total) return PyLong_FromLong(0);
+    /* what fits in a slot, before claiming anything: a claimed slot must be published */
+    for (fit = start; fit < total; fit++) {
+        Py_ssize_t size = PyObject_Length(PyList_GET_ITEM(items, fit));
+        if (size < 0) return NULL;
+        if ((uint64_t)size > self->slot_size) break;
+    }
+    if (fit == start) return PyLong_FromLong(0);
+    uint64_t count = claim(self, (uint64_t)(fit - start), &first);
+    for (uint64_t i = 0; i < count; i++) {
+        if (write_slot(self, first + i, PyList_GET_ITEM(items, start + (Py_ssize_t)i)) < 0) {
+            /* not a buffer: the rest are published empty rather than left as a hole */
+            for (uint64_t j = i; j < count; j++)
+                __atomic_store_n((uint32_t *)(slot_at(self, first + j) + self->slot_length), 0, __ATOMIC_RELAXED);
+            publish(self, first, count);
+            return NULL;
+        }
+    }
+    publish(self, first, count);
+    return PyLong_FromUnsignedLongLong(count);
+}
+
+static PyObject *
+RingCore_write_many(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *result;
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "write_many(items: list, start)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (enter(self) < 0) return NULL;
+    if (is_closed(self)) return PyLong_FromLong(-1);
+    Py_BEGIN_CRITICAL_SECTION(args[0]);  /* borrowed items: no other thread resizes the list meanwhile */
+    result = write_many_locked(self, args[0], start);
+    Py_END_CRITICAL_SECTION();
+    return result;
+}
+
 /* ------------------------------------------------------------------ consumer side */
 
 static uint64_t
@@ -371,6 +419,35 @@ RingCore_get_many(RingCore *self, PyObject *arg)
     }
     release(self, first, count);
     return items;
+}
+
+/* read_many(first, count) -> bytes: the payloads of taken slots [first, first + count),
+ * back to back, each after its length as 4 bytes little-endian (one copy, one object:
+ * a consumer in C walks them; the slots can be released at once). */
+static PyObject *
+RingCore_read_many(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t first, count, total = 0;
+    if (nargs != 2 || parse_u64(args[0], &first) < 0 || parse_u64(args[1], &count) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "read_many(first, count)");
+        return NULL;
+    }
+    if (enter(self) < 0) return NULL;
+    for (uint64_t i = 0; i < count; i++) {
+        uint32_t length = slot_length(self, first + i);
+        total += 4 + (length > self->slot_size ? self->slot_size : length);
+    }
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (blob == NULL) return NULL;
+    unsigned char *dest = (unsigned char *)PyBytes_AS_STRING(blob);
+    for (uint64_t i = 0; i < count; i++) {
+        uint32_t length = slot_length(self, first + i);
+        if (length > self->slot_size) length = (uint32_t)self->slot_size;
+        for (int b = 0; b < 4; b++) dest[b] = (unsigned char)(length >> (8 * b));
+        memcpy(dest + 4, slot_at(self, first + i) + self->slot_payload, length);
+        dest += 4 + length;
+    }
+    return blob;
 }
 
 /* Published slots waiting at the consumer cursor (or the ring is closed)? */
@@ -565,10 +642,14 @@ static PyMethodDef RingCore_methods[] = {
     {"set_length", FASTCALL(RingCore_set_length), "set_length(position, length)"},
     {"publish", FASTCALL(RingCore_publish), "publish(first, count)"},
     {"put", FASTCALL(RingCore_put), "put(data[, tail]) -> 1 done, 0 full, -1 closed"},
+    {"write_many", FASTCALL(RingCore_write_many),
+     "write_many(items, start) -> how many of items[start:] were copied in and published; -1 closed"},
     {"try_consume", (PyCFunction)RingCore_try_consume, METH_O, "try_consume(n) -> (first, count)"},
     {"consume_wait", FASTCALL(RingCore_consume_wait),
      "consume_wait(n, timeout, spin, park_timeout) -> (first, count); count 0 on timeout, -1 closed and drained"},
     {"length", (PyCFunction)RingCore_length, METH_O, "length(position) -> payload length of a slot"},
+    {"read_many", FASTCALL(RingCore_read_many),
+     "read_many(first, count) -> bytes: each taken slot's payload after its u32 LE length"},
     {"release", FASTCALL(RingCore_release), "release(first, count)"},
     {"get_many", (PyCFunction)RingCore_get_many, METH_O, "get_many(n) -> [bytes]: take, copy out, release"},
     {"has_space", (PyCFunction)RingCore_has_space, METH_NOARGS, "free slots (or closed)?"},

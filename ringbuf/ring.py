@@ -30,6 +30,7 @@ own.  `close()` may come from any thread.
 from __future__ import annotations
 
 import os
+import struct
 import time
 import weakref
 
@@ -46,6 +47,9 @@ _CORE_OFFSETS = (
     layout.OFF_DATA_EPOCH, layout.OFF_DATA_WAITERS, layout.OFF_SPACE_EPOCH, layout.OFF_SPACE_WAITERS,
     layout.SLOT_SEQ, layout.SLOT_LENGTH, layout.SLOT_HEADER_SIZE,
 )
+
+# Ring.read_many: each payload follows its length in this format
+READ_MANY_LENGTH = struct.Struct("<I")
 
 DEFAULT_SPIN = 50
 DEFAULT_PARK_TIMEOUT = 0.5  # seconds a parked thread sleeps before re-checking on its own
@@ -200,22 +204,17 @@ class Ring:
             self._core.publish(first, count)
             done += count
 
-    def try_put_many(self, items) -> int:
-        """Copy in as many of `items` (a sequence), in order, as fit right now, without
-        waiting; return how many went.  For producers that must never block (telemetry)
-        or that keep their own backlog (the ledger's emitters)."""
-        write, done, total = self._core.write, 0, len(items)
-        while done < total:
-            first, count = self.try_claim(total - done)
-            if not count:
-                break
-            for i in range(count):
-                item = items[done + i]
-                if len(item) > self.slot_size:
-                    raise _overflow(self, len(item))
-                write(first + i, item)
-            self._core.publish(first, count)
-            done += count
+    def try_put_many(self, items, start: int = 0) -> int:
+        """Copy in as many of `items[start:]` (a list), in order, as fit right now, without
+        waiting, published together; return how many went.  For producers that must never
+        block (telemetry) or that keep their own backlog (the ledger's emitters, the I/O
+        thread).  An item larger than a slot raises SlotOverflow once those before it are in."""
+        done = self._core.write_many(items if type(items) is list else list(items), start)
+        if done < 0:
+            raise RingClosed(f"ring {self.name!r} is closed")
+        nxt = start + done
+        if nxt < len(items) and len(items[nxt]) > self.slot_size:
+            raise _overflow(self, len(items[nxt]))
         return done
 
     # ----------------------------------------------------------------- consumer side
@@ -227,6 +226,11 @@ class Ring:
     def view(self, position: int) -> memoryview:
         """The payload of a taken slot, in place (valid until the slot is released)."""
         return self._payloads[position & self._mask][: self._core.length(position)]
+
+    def read_many(self, first: int, count: int) -> bytes:
+        """Copies of taken slots [first, first + count) in one bytes object: each payload
+        after its length (`READ_MANY_LENGTH`).  The slots can be released right away."""
+        return self._core.read_many(first, count)
 
     def release(self, first: int, count: int) -> None:
         """Hand taken slots [first, first + count) back to the producers."""

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ringbuf import (Ring, RingClosed, RingError, RingIncompatible, RingInUse, RingKind,
+from ringbuf import (READ_MANY_LENGTH, Ring, RingClosed, RingError, RingIncompatible, RingInUse, RingKind,
                      RingNotFound, SlotOverflow, list_segments)
 
 KINDS = [RingKind.SPSC, RingKind.MPMC]
@@ -267,3 +267,40 @@ def test_try_put_many_copies_what_fits_and_never_waits(ring_name, kind):
         assert ring.get_many(8) == [b"a", b"b", b"c", b"d"]
         with pytest.raises(SlotOverflow):
             ring.try_put_many([b"x" * 9])
+
+
+def test_try_put_many_from_an_offset_and_stops_before_an_oversized_item(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
+        items = [b"skip", b"a", bytearray(b"bb"), memoryview(b"ccc"), b"x" * 9, b"e"]
+        with pytest.raises(SlotOverflow):
+            ring.try_put_many(items, 1)  # the three before it went in, and nothing was claimed for it
+        assert ring.get_many(8) == [b"a", b"bb", b"ccc"]
+        assert ring.try_put_many(items, 5) == 1 and ring.try_put_many(items, 6) == 0
+        assert ring.try_put_many((b"t", b"u")) == 2  # any sequence
+        assert ring.get_many(8) == [b"e", b"t", b"u"]
+        ring.close()
+        with pytest.raises(RingClosed):
+            ring.try_put_many([b"late"])
+
+
+def test_try_put_many_across_the_end_of_the_slots(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
+        assert ring.try_put_many([b"1", b"2", b"3"]) == 3 and ring.get_many(3) == [b"1", b"2", b"3"]
+        items = [b"4", b"5", b"6", b"7"]
+        done = ring.try_put_many(items)
+        done += ring.try_put_many(items, done)
+        assert done == 4 and ring.get_many(8) == items
+
+
+def test_read_many_copies_taken_slots_with_their_lengths(ring_name, kind):
+    with Ring.create(ring_name, slot_size=8, capacity=4, kind=kind, spin=0) as ring:
+        for payload in (b"", b"one", b"12345678"):
+            ring.put(payload)
+        first, count = ring.try_consume(4)
+        blob = ring.read_many(first, count)
+        ring.release(first, count)
+        assert count == 3 and blob == (READ_MANY_LENGTH.pack(0) + READ_MANY_LENGTH.pack(3) + b"one"
+                                       + READ_MANY_LENGTH.pack(8) + b"12345678")
+        assert ring.read_many(first, 0) == b""
+        ring.put(b"again")  # the released slots are free again
+        assert ring.get_many(1) == [b"again"]
