@@ -21,6 +21,12 @@
  *       Message, a Fulfill/Reject in a Response to one of `outstanding`) from
  *       messages[index:] become ingress records (connector/slots.py's INGRESS header and
  *       the packet) appended to `records`, up to the first message that is anything else.
+ *   egress_frames(blob, offset, current, connections, open_state, now_ns, now, forward,
+ *                 answer, soft_limit, dirty)
+ *       btp_wire.egress_frames_py: the egress records in `blob` (as Ring.read_many returns
+ *       them) from `offset` on that are the packet path's (a Prepare or a reply for an open
+ *       connection) become frames appended to their connection's output, up to the first
+ *       record that is anything else or the first connection past its soft limit.
  *
  * Nothing here keeps state between calls, so the module runs without the GIL: a caller's
  * buffers belong to the calling thread (docs/runtime.md), as in the Python versions.
@@ -38,8 +44,15 @@ enum { BTP_RESPONSE = 1, BTP_MESSAGE = 6 };
 
 static const unsigned char ILP_ENTRY_HEAD[7] = {0x01, 0x01, 0x03, 'i', 'l', 'p', 0x00};
 
+/* attribute names egress_frames reads, interned once */
+#define WIRE_NAMES(X) X(state) X(peer) X(index) X(outstanding) X(writer) X(mask) X(out) X(dirty) \
+    X(next_key) X(bounds) X(counts) X(sum)
+
 typedef struct {
     PyObject *struct_error;
+#define X(name) PyObject *str_##name;
+    WIRE_NAMES(X)
+#undef X
 } wire_state;
 
 static inline wire_state *
@@ -389,12 +402,12 @@ put_length(unsigned char *p, uint64_t length)
     }
 }
 
-static PyObject *
-append_ilp_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* Append to `out` one WebSocket binary frame holding a BTP frame whose only protocol data
+ * is `ilp` = packet; masked with `key` (4 bytes) unless it is NULL.  0, or -1 on error. */
+static int
+append_frame(PyObject *out, unsigned int frame_type, unsigned long request_id,
+             const unsigned char *packet, Py_ssize_t packet_len, const unsigned char *key)
 {
-    PyObject *out, *key_obj;
-    Py_buffer packet, key = {0};
-    unsigned long long frame_type, request_id;
     unsigned char head[14 + 5 + 9 + 7 + 9];  /* ws header + mask, envelope, contents length, entry, packet length */
     unsigned char btp[5 + 9 + 7 + 9];
     Py_ssize_t btp_len = 0, head_len = 0, payload_len, old_size;
@@ -402,6 +415,54 @@ append_ilp_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char length_bytes[9];
     Py_ssize_t length_len;
     char *dest;
+
+    /* the BTP envelope: type, request id, contents length, the one `ilp` entry's head, packet length */
+    length_len = put_length(length_bytes, (uint64_t)packet_len);
+    contents = sizeof(ILP_ENTRY_HEAD) + (uint64_t)length_len + (uint64_t)packet_len;
+    btp[btp_len++] = (unsigned char)frame_type;
+    btp[btp_len++] = (unsigned char)(request_id >> 24);
+    btp[btp_len++] = (unsigned char)(request_id >> 16);
+    btp[btp_len++] = (unsigned char)(request_id >> 8);
+    btp[btp_len++] = (unsigned char)request_id;
+    btp_len += put_length(btp + btp_len, contents);
+    memcpy(btp + btp_len, ILP_ENTRY_HEAD, sizeof(ILP_ENTRY_HEAD));
+    btp_len += sizeof(ILP_ENTRY_HEAD);
+    memcpy(btp + btp_len, length_bytes, (size_t)length_len);
+    btp_len += length_len;
+    /* the WebSocket header: FIN + binary, the payload length, the masking key */
+    payload_len = btp_len + packet_len;
+    head[head_len++] = 0x80 | OP_BINARY;
+    if (payload_len < 126) {
+        head[head_len++] = (unsigned char)((key ? 0x80 : 0) | payload_len);
+    } else if (payload_len < 65536) {
+        head[head_len++] = (unsigned char)((key ? 0x80 : 0) | 126);
+        head[head_len++] = (unsigned char)(payload_len >> 8);
+        head[head_len++] = (unsigned char)payload_len;
+    } else {
+        head[head_len++] = (unsigned char)((key ? 0x80 : 0) | 127);
+        for (int i = 7; i >= 0; i--) head[head_len++] = (unsigned char)((uint64_t)payload_len >> (8 * i));
+    }
+    if (key) {
+        memcpy(head + head_len, key, 4);
+        head_len += 4;
+    }
+    old_size = PyByteArray_GET_SIZE(out);
+    if (PyByteArray_Resize(out, old_size + head_len + payload_len) < 0) return -1;
+    dest = PyByteArray_AS_STRING(out) + old_size;
+    memcpy(dest, head, (size_t)head_len);
+    memcpy(dest + head_len, btp, (size_t)btp_len);
+    memcpy(dest + head_len + btp_len, packet, (size_t)packet_len);
+    if (key) xor_mask((unsigned char *)dest + head_len, payload_len, key);
+    return 0;
+}
+
+static PyObject *
+append_ilp_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *out, *key_obj;
+    Py_buffer packet, key = {0};
+    unsigned long long frame_type, request_id;
+    int done;
 
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "append_ilp_frame(out, frame_type, request_id, packet, mask_key)");
@@ -417,56 +478,23 @@ append_ilp_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (struct_uint(module, args[2], 'I', 0xFFFFFFFFULL, &request_id) < 0) return NULL;
     if (PyObject_GetBuffer(args[3], &packet, PyBUF_SIMPLE) < 0) return NULL;
     if (key_obj != Py_None) {
-        if (PyObject_GetBuffer(key_obj, &key, PyBUF_SIMPLE) < 0) goto error;
+        if (PyObject_GetBuffer(key_obj, &key, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&packet);
+            return NULL;
+        }
         if (key.len != 4) {
             PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes or None");
-            goto error;
+            PyBuffer_Release(&packet);
+            PyBuffer_Release(&key);
+            return NULL;
         }
     }
-    /* the BTP envelope: type, request id, contents length, the one `ilp` entry's head, packet length */
-    length_len = put_length(length_bytes, (uint64_t)packet.len);
-    contents = sizeof(ILP_ENTRY_HEAD) + (uint64_t)length_len + (uint64_t)packet.len;
-    btp[btp_len++] = (unsigned char)frame_type;
-    btp[btp_len++] = (unsigned char)(request_id >> 24);
-    btp[btp_len++] = (unsigned char)(request_id >> 16);
-    btp[btp_len++] = (unsigned char)(request_id >> 8);
-    btp[btp_len++] = (unsigned char)request_id;
-    btp_len += put_length(btp + btp_len, contents);
-    memcpy(btp + btp_len, ILP_ENTRY_HEAD, sizeof(ILP_ENTRY_HEAD));
-    btp_len += sizeof(ILP_ENTRY_HEAD);
-    memcpy(btp + btp_len, length_bytes, (size_t)length_len);
-    btp_len += length_len;
-    /* the WebSocket header: FIN + binary, the payload length, the masking key */
-    payload_len = btp_len + packet.len;
-    head[head_len++] = 0x80 | OP_BINARY;
-    if (payload_len < 126) {
-        head[head_len++] = (unsigned char)((key.buf ? 0x80 : 0) | payload_len);
-    } else if (payload_len < 65536) {
-        head[head_len++] = (unsigned char)((key.buf ? 0x80 : 0) | 126);
-        head[head_len++] = (unsigned char)(payload_len >> 8);
-        head[head_len++] = (unsigned char)payload_len;
-    } else {
-        head[head_len++] = (unsigned char)((key.buf ? 0x80 : 0) | 127);
-        for (int i = 7; i >= 0; i--) head[head_len++] = (unsigned char)((uint64_t)payload_len >> (8 * i));
-    }
-    if (key.buf) {
-        memcpy(head + head_len, key.buf, 4);
-        head_len += 4;
-    }
-    old_size = PyByteArray_GET_SIZE(out);
-    if (PyByteArray_Resize(out, old_size + head_len + payload_len) < 0) goto error;
-    dest = PyByteArray_AS_STRING(out) + old_size;
-    memcpy(dest, head, (size_t)head_len);
-    memcpy(dest + head_len, btp, (size_t)btp_len);
-    memcpy(dest + head_len + btp_len, packet.buf, (size_t)packet.len);
-    if (key.buf) xor_mask((unsigned char *)dest + head_len, payload_len, (const unsigned char *)key.buf);
-    PyBuffer_Release(&packet);
-    if (key.buf) PyBuffer_Release(&key);
-    Py_RETURN_NONE;
-error:
+    done = append_frame(out, (unsigned int)frame_type, (unsigned long)request_id,
+                        (const unsigned char *)packet.buf, packet.len, (const unsigned char *)key.buf);
     PyBuffer_Release(&packet);
     if (key.obj) PyBuffer_Release(&key);
-    return NULL;
+    if (done < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ ingress_records */
@@ -606,6 +634,278 @@ ingress_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(index);
 }
 
+/* ------------------------------------------------------------------ egress_frames */
+
+enum { EGRESS_HEADER = 24, EGRESS_PREPARE = 1, EGRESS_REPLY = 2, MAX_BOUNDS = 64 };
+
+static uint64_t
+get_le(const unsigned char *p, int size)
+{
+    uint64_t value = 0;
+    for (int i = size - 1; i >= 0; i--) value = (value << 8) | p[i];
+    return value;
+}
+
+/* A latency histogram as the I/O thread keeps it: `bounds` (seconds, ascending), `counts`
+ * (a list one longer), `sum`; its bounds copied once per call. */
+typedef struct {
+    wire_state *names;
+    PyObject *hist, *counts;
+    double bounds[MAX_BOUNDS];
+    Py_ssize_t n_bounds;
+    double sum;
+} histogram;
+
+static int
+histogram_open(histogram *h, wire_state *names, PyObject *hist)
+{
+    PyObject *bounds = PyObject_GetAttr(hist, names->str_bounds), *fast;
+    h->names = names;
+    h->hist = hist;
+    h->sum = 0.0;
+    h->counts = NULL;
+    if (bounds == NULL) return -1;
+    fast = PySequence_Fast(bounds, "histogram bounds must be a sequence");
+    Py_DECREF(bounds);
+    if (fast == NULL) return -1;
+    h->n_bounds = PySequence_Fast_GET_SIZE(fast);
+    if (h->n_bounds > MAX_BOUNDS) {
+        PyErr_Format(PyExc_ValueError, "at most %d histogram bounds", MAX_BOUNDS);
+        Py_DECREF(fast);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < h->n_bounds; i++) {
+        h->bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (h->bounds[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    h->counts = PyObject_GetAttr(hist, names->str_counts);
+    if (h->counts == NULL) return -1;
+    if (!PyList_Check(h->counts) || PyList_GET_SIZE(h->counts) != h->n_bounds + 1) {
+        PyErr_SetString(PyExc_ValueError, "histogram counts must be a list one longer than its bounds");
+        Py_CLEAR(h->counts);
+        return -1;
+    }
+    return 0;
+}
+
+/* counts[bisect_left(bounds, seconds)] += 1 (le: seconds <= bound), as `Histogram.observe` */
+static int
+histogram_observe(histogram *h, double seconds)
+{
+    Py_ssize_t lo = 0, hi = h->n_bounds;
+    PyObject *one = PyLong_FromLong(1);
+    int failed = 0;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (h->bounds[mid] < seconds) lo = mid + 1;
+        else hi = mid;
+    }
+    /* only this thread writes the counts; PyList_SetItem locks the list against a scrape */
+    PyObject *old = PyList_GetItemRef(h->counts, lo);
+    PyObject *one_more = old == NULL ? NULL : PyNumber_Add(old, one);  /* one: an immortal small int */
+    Py_XDECREF(old);
+    if (one_more == NULL || PyList_SetItem(h->counts, lo, one_more) < 0) failed = 1;  /* steals one_more */
+    if (failed) return -1;
+    h->sum += seconds;
+    return 0;
+}
+
+/* sum += what this call observed; counts released.  Keeps a pending exception. */
+static int
+histogram_close(histogram *h)
+{
+    int failed = 0;
+    if (h->sum != 0.0) {
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *sum = PyObject_GetAttr(h->hist, h->names->str_sum), *added = NULL, *delta = NULL;
+        if (sum != NULL && (delta = PyFloat_FromDouble(h->sum)) != NULL && (added = PyNumber_Add(sum, delta)) != NULL)
+            failed = PyObject_SetAttr(h->hist, h->names->str_sum, added) < 0;
+        else
+            failed = 1;
+        Py_XDECREF(sum);
+        Py_XDECREF(delta);
+        Py_XDECREF(added);
+        if (exc != NULL) {
+            if (failed) PyErr_Clear();
+            PyErr_SetRaisedException(exc);
+        }
+    }
+    Py_CLEAR(h->counts);
+    return failed ? -1 : 0;
+}
+
+/* What egress_frames does with one record: 1 framed, 0 not the packet path's (the
+ * caller's general path takes it), -1 error.  *over_limit gets the connection (a new
+ * reference) when its output passed the soft limit. */
+static int
+egress_frame(wire_state *names, const unsigned char *rec, Py_ssize_t length, PyObject *current, PyObject *connections,
+             PyObject *open_state, uint64_t now_ns, PyObject *now, histogram *forward, histogram *answer,
+             Py_ssize_t soft_limit, PyObject *dirty, PyObject **over_limit)
+{
+    PyObject *key, *conn = NULL, *attr = NULL, *writer = NULL, *mask_key = NULL, *out = NULL;
+    Py_buffer key_buf = {0};
+    int kind = rec[0], done = -1, found;
+    unsigned long peer_index = (unsigned long)get_le(rec + 2, 2);
+    unsigned long conn_id = (unsigned long)get_le(rec + 4, 4);
+    unsigned long request_id = (unsigned long)get_le(rec + 8, 4);
+    uint64_t entered_ns = get_le(rec + 16, 8);
+
+    if (kind != EGRESS_PREPARE && kind != EGRESS_REPLY) return 0;
+    key = PyLong_FromUnsignedLong(conn_id == 0 ? peer_index : conn_id);
+    if (key == NULL) return -1;
+    found = PyDict_GetItemRef(conn_id == 0 ? current : connections, key, &conn);
+    Py_DECREF(key);
+    if (found <= 0) return found;
+    /* conn.state is OPEN and conn.peer.index == peer_index */
+    if ((attr = PyObject_GetAttr(conn, names->str_state)) == NULL) goto finally;
+    found = attr == open_state;
+    Py_CLEAR(attr);
+    if (!found) { done = 0; goto finally; }
+    if ((attr = PyObject_GetAttr(conn, names->str_peer)) == NULL) goto finally;
+    {
+        PyObject *index = PyObject_GetAttr(attr, names->str_index);
+        unsigned long value;
+        Py_CLEAR(attr);
+        if (index == NULL) goto finally;
+        value = PyLong_AsUnsignedLong(index);
+        Py_DECREF(index);
+        if (value == (unsigned long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            done = 0;
+            goto finally;
+        }
+        if (value != peer_index) { done = 0; goto finally; }
+    }
+    if (kind == EGRESS_PREPARE) {  /* outstanding[request_id] = now, unless the id is in use */
+        if ((attr = PyObject_GetAttr(conn, names->str_outstanding)) == NULL) goto finally;
+        if ((key = PyLong_FromUnsignedLong(request_id)) == NULL) goto finally;
+        found = PyDict_Contains(attr, key);
+        if (found == 0) found = PyDict_SetItem(attr, key, now) < 0 ? -1 : 0;
+        else if (found > 0) done = 0;  /* reused while outstanding: the general path warns */
+        Py_DECREF(key);
+        Py_CLEAR(attr);
+        if (found != 0) goto finally;
+    }
+    if (entered_ns) {
+        double seconds = (double)(int64_t)(now_ns - entered_ns) * 1e-9;
+        if (histogram_observe(kind == EGRESS_PREPARE ? forward : answer, seconds) < 0) goto finally;
+    }
+    /* the frame, masked with the writer's next key if it masks */
+    if ((writer = PyObject_GetAttr(conn, names->str_writer)) == NULL) goto finally;
+    if ((attr = PyObject_GetAttr(writer, names->str_mask)) == NULL) goto finally;
+    found = PyObject_IsTrue(attr);
+    Py_CLEAR(attr);
+    if (found < 0) goto finally;
+    if (found) {
+        if ((mask_key = PyObject_CallMethodNoArgs(writer, names->str_next_key)) == NULL) goto finally;
+        if (PyObject_GetBuffer(mask_key, &key_buf, PyBUF_SIMPLE) < 0) goto finally;
+        if (key_buf.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes or None");
+            goto finally;
+        }
+    }
+    if ((out = PyObject_GetAttr(conn, names->str_out)) == NULL) goto finally;
+    if (!PyByteArray_Check(out)) {
+        PyErr_SetString(PyExc_TypeError, "out must be a bytearray");
+        goto finally;
+    }
+    if (append_frame(out, kind == EGRESS_PREPARE ? BTP_MESSAGE : BTP_RESPONSE, request_id, rec + EGRESS_HEADER,
+                     length - EGRESS_HEADER, (const unsigned char *)key_buf.buf) < 0)
+        goto finally;
+    /* dirty: flushed at the end of the turn */
+    if ((attr = PyObject_GetAttr(conn, names->str_dirty)) == NULL) goto finally;
+    found = PyObject_IsTrue(attr);
+    Py_CLEAR(attr);
+    if (found < 0) goto finally;
+    if (!found && (PyObject_SetAttr(conn, names->str_dirty, Py_True) < 0 || PyList_Append(dirty, conn) < 0))
+        goto finally;
+    if (PyByteArray_GET_SIZE(out) > soft_limit) {
+        *over_limit = conn;
+        conn = NULL;
+    }
+    done = 1;
+finally:
+    if (key_buf.obj) PyBuffer_Release(&key_buf);
+    Py_XDECREF(mask_key);
+    Py_XDECREF(writer);
+    Py_XDECREF(out);
+    Py_XDECREF(attr);
+    Py_XDECREF(conn);
+    return done;
+}
+
+static PyObject *
+egress_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *current, *connections, *open_state, *now, *dirty, *over_limit = NULL;
+    Py_buffer blob;
+    Py_ssize_t offset, soft_limit, frames = 0;
+    unsigned long long now_ns;
+    histogram forward, answer;
+    int failed = 0;
+    wire_state *names = get_state(module);
+
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "egress_frames(blob, offset, current, connections, open_state, now_ns, "
+                                         "now, forward, answer, soft_limit, dirty)");
+        return NULL;
+    }
+    current = args[2];
+    connections = args[3];
+    open_state = args[4];
+    now = args[6];
+    dirty = args[10];
+    if (!PyDict_Check(current) || !PyDict_Check(connections) || !PyList_Check(dirty)) {
+        PyErr_SetString(PyExc_TypeError, "current and connections must be dicts, dirty a list");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) return NULL;
+    now_ns = PyLong_AsUnsignedLongLong(args[5]);
+    if (now_ns == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    soft_limit = PyLong_AsSsize_t(args[9]);
+    if (soft_limit == -1 && PyErr_Occurred()) return NULL;
+    if (histogram_open(&forward, names, args[7]) < 0) {
+        Py_XDECREF(forward.counts);
+        return NULL;
+    }
+    if (histogram_open(&answer, names, args[8]) < 0) {
+        Py_XDECREF(forward.counts);
+        Py_XDECREF(answer.counts);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &blob, PyBUF_SIMPLE) < 0) {
+        histogram_close(&forward);
+        histogram_close(&answer);
+        return NULL;
+    }
+    if (offset < 0) offset = 0;
+    while (offset + 4 <= blob.len && over_limit == NULL) {
+        const unsigned char *at = (const unsigned char *)blob.buf + offset;
+        Py_ssize_t length = (Py_ssize_t)get_le(at, 4);
+        int done;
+        if (length < EGRESS_HEADER || offset + 4 + length > blob.len) break;
+        done = egress_frame(names, at + 4, length, current, connections, open_state, now_ns, now, &forward, &answer,
+                            soft_limit, dirty, &over_limit);
+        if (done < 0) { failed = 1; break; }
+        if (done == 0) break;
+        frames++;
+        offset += 4 + length;
+    }
+    PyBuffer_Release(&blob);
+    failed |= histogram_close(&forward) < 0;
+    failed |= histogram_close(&answer) < 0;
+    if (failed) {
+        Py_XDECREF(over_limit);
+        return NULL;
+    }
+    return Py_BuildValue("(nnN)", offset, frames, over_limit ? over_limit : Py_NewRef(Py_None));
+}
+
 /* ------------------------------------------------------------------ module */
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
@@ -616,6 +916,9 @@ static PyMethodDef wire_methods[] = {
      "split_ilp_frame(view) -> (frame_type, request_id, packet) or None"},
     {"append_ilp_frame", FASTCALL(append_ilp_frame),
      "append_ilp_frame(out, frame_type, request_id, packet, mask_key) -> None"},
+    {"egress_frames", FASTCALL(egress_frames),
+     "egress_frames(blob, offset, current, connections, open_state, now_ns, now, forward, answer, soft_limit, dirty)"
+     " -> (offset of the first record not taken, frames written, connection over its soft limit or None)"},
     {"ingress_records", FASTCALL(ingress_records),
      "ingress_records(messages, index, records, io_index, peer_index, conn_id, now_ns, max_body, outstanding)"
      " -> index of the first message not taken"},
@@ -631,6 +934,9 @@ wire_exec(PyObject *module)
     state->struct_error = PyObject_GetAttrString(struct_module, "error");
     Py_DECREF(struct_module);
     if (state->struct_error == NULL) return -1;
+#define X(name) if ((state->str_##name = PyUnicode_InternFromString(#name)) == NULL) return -1;
+    WIRE_NAMES(X)
+#undef X
     if (PyModule_AddIntConstant(module, "STATUS_MORE", STATUS_MORE) < 0) return -1;
     if (PyModule_AddIntConstant(module, "STATUS_CLOSED", STATUS_CLOSED) < 0) return -1;
     return PyModule_AddIntConstant(module, "STATUS_FRAGMENT", STATUS_FRAGMENT);
@@ -640,6 +946,9 @@ static int
 wire_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(get_state(module)->struct_error);
+#define X(name) Py_VISIT(get_state(module)->str_##name);
+    WIRE_NAMES(X)
+#undef X
     return 0;
 }
 
@@ -647,6 +956,9 @@ static int
 wire_clear(PyObject *module)
 {
     Py_CLEAR(get_state(module)->struct_error);
+#define X(name) Py_CLEAR(get_state(module)->str_##name);
+    WIRE_NAMES(X)
+#undef X
     return 0;
 }
 

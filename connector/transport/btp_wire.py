@@ -13,18 +13,22 @@ their references, held to the same results and errors by the tests.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from datetime import datetime, timezone
 
 from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
 from connector.codec.oer import encode_length, read_length
-from connector.slots import INGRESS, Ingress
+from connector.slots import EGRESS, HEADER_SIZE, INGRESS, Egress, Ingress
+from ringbuf import READ_MANY_LENGTH
 
 from . import _wire
 from .ws import OP_BINARY, FrameWriter, frame_header, masked
 
-# _wire.ingress_records writes this record layout itself
-assert INGRESS.format == "<BBHIIIQ" and INGRESS.size == 24
+# _wire.ingress_records writes this record layout itself, _wire.egress_frames reads it
+# (after each record's length, as Ring.read_many writes it)
+assert INGRESS.format == EGRESS.format == "<BBHIIIQ" and INGRESS.size == HEADER_SIZE == 24
+assert READ_MANY_LENGTH.format == "<I"
 
 # var-uint count 1, then name "ilp", content type octet-stream
 _ILP_ENTRY_HEAD = b"\x01\x01\x03ilp\x00"
@@ -109,6 +113,63 @@ def ingress_records_py(messages: list, index: int, records: list, io_index: int,
         records.append(INGRESS.pack(kind, io_index, peer_index, conn_id, request_id, 0, now_ns) + packet)
         index += 1
     return index
+
+
+egress_frames = _wire.egress_frames
+
+
+def egress_frames_py(blob, offset: int, current: dict, connections: dict, open_state, now_ns: int, now: float,
+                     forward, answer, soft_limit: int, dirty: list) -> tuple[int, int, object]:
+    """The reference of `_wire.egress_frames`: the egress records of `blob` (each after its
+    length, as `Ring.read_many` returns them) from `offset` on, each a Prepare or a reply
+    for a connection that is open and still its peer's (`current[peer]` when the record
+    names connection 0, else `connections[id]`), become frames appended to `conn.out`:
+    a Prepare's request id goes into `conn.outstanding` (valued `now`), the time since the
+    packet entered (`now_ns` minus its stamp, when stamped) into `forward` or `answer`
+    (`bounds`, `counts`, `sum`), and each connection written to is marked dirty and
+    appended to `dirty` once.  Stops at the first record that is anything else (a request
+    id already outstanding included: the general path warns of it) or right after a
+    connection's output passes `soft_limit`.  Returns (offset of the first record not
+    taken, frames written, that connection or None)."""
+    frames, end, sums = 0, len(blob), {forward: 0.0, answer: 0.0}
+    over_limit = None
+    try:
+        while offset + 4 <= end and over_limit is None:
+            (length,) = READ_MANY_LENGTH.unpack_from(blob, offset)
+            if length < HEADER_SIZE or offset + 4 + length > end:
+                break
+            kind, _, peer_index, conn_id, request_id, _, entered_ns = EGRESS.unpack_from(blob, offset + 4)
+            if kind != Egress.PREPARE and kind != Egress.REPLY:
+                break
+            conn = current.get(peer_index) if conn_id == 0 else connections.get(conn_id)
+            if conn is None or conn.state is not open_state or conn.peer.index != peer_index:
+                break
+            if kind == Egress.PREPARE:
+                if request_id in conn.outstanding:
+                    break
+                conn.outstanding[request_id] = now
+                histogram, frame_type = forward, btp.MESSAGE
+            else:
+                histogram, frame_type = answer, btp.RESPONSE
+            if entered_ns:
+                seconds = (now_ns - entered_ns) * 1e-9
+                histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+                sums[histogram] += seconds
+            writer = conn.writer
+            packet = memoryview(blob)[offset + 4 + HEADER_SIZE : offset + 4 + length]
+            append_ilp_frame_py(conn.out, frame_type, request_id, packet, writer.next_key() if writer.mask else None)
+            frames += 1
+            offset += 4 + length
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+            if len(conn.out) > soft_limit:
+                over_limit = conn
+    finally:
+        for histogram, total in sums.items():
+            if total:
+                histogram.sum += total
+    return offset, frames, over_limit
 
 
 def append_btp(writer: FrameWriter, out: bytearray, frame: btp.Frame) -> None:

@@ -35,12 +35,11 @@ import select
 import socket
 import threading
 import time
-from bisect import bisect_left
 
 from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
 from connector.slots import EGRESS, HEADER_SIZE, INGRESS, Egress, Ingress
-from ringbuf import Ring, RingClosed
+from ringbuf import READ_MANY_LENGTH, Ring, RingClosed
 
 from . import _wire, btp_wire
 from .config import CLIENT, SERVER, Peer, TransportConfig, parse_ws_url
@@ -68,8 +67,6 @@ _NOT_READ, _NOT_WRITE = ~select.EPOLLIN, ~select.EPOLLOUT
 _LISTENER, _WAKER = object(), object()
 _MAX_EVENTS = 256  # epoll events per turn; more wait for the next turn
 # Plain ints and objects for the per-record loops (enum attribute lookups cost more).
-_MESSAGE, _RESPONSE = btp.MESSAGE, btp.RESPONSE
-_OUT_PREPARE, _OUT_REPLY = int(Egress.PREPARE), int(Egress.REPLY)
 _OPEN = State.OPEN
 _SWEEP_INTERVAL = 0.05  # seconds between deadline scans
 _ACCEPTS_PER_TURN = 64
@@ -665,15 +662,11 @@ class IoThread:
     def _put_records(self, records: list[bytes]) -> int:
         """Copy records into the ingress ring, in order, as far as they fit; how many went."""
         ring, total, done = self._in, len(records), 0
-        write = ring.write
         try:
-            while done < total:
-                first, count = ring.try_claim(total - done)
+            while done < total:  # a wrapped ring takes the rest in a second claim
+                count = ring.try_put_many(records, done)
                 if not count:
                     break
-                for i in range(count):
-                    write(first + i, records[done + i])
-                ring.publish(first, count)
                 done += count
         except RingClosed:
             log.warning("ingress ring closed; records dropped", extra={"count": total - done})
@@ -707,71 +700,43 @@ class IoThread:
     # ================================================================= egress ring
 
     def _drain_egress(self) -> bool:
-        """Move egress records into connection buffers; True if more are probably waiting."""
+        """Move egress records into connection buffers; True if more are probably waiting.
+
+        Each batch is copied out of the ring in one call and its slots released at once;
+        the packet path's records become frames in C (`_wire.egress_frames`), the rest go
+        one by one through `_on_egress`, in order."""
         ring, batch = self._out, self._egress_batch
-        first, count = ring.try_consume(batch)
-        if not count:
-            return False
-        view_of, unpack, append = ring.view, EGRESS.unpack_from, _wire.append_ilp_frame
-        current, connections, dirty = self._current, self._connections, self._dirty
-        soft_limit, stats = self._soft_limit, self.stats
-        out_prepare, out_reply, open_, message, response = _OUT_PREPARE, _OUT_REPLY, _OPEN, _MESSAGE, _RESPONSE
-        header_size = HEADER_SIZE
-        # the latency histograms, bucketed inline (a method call per frame costs more)
-        forward, answer = self._latency
-        forward_bounds, forward_counts, answer_bounds, answer_counts = (
-            forward.bounds, forward.counts, answer.bounds, answer.counts)
-        forward_sum = answer_sum = 0.0
-        for turn in range(self._egress_batches):
-            if turn:
+        frames_out = 0
+        try:
+            for _ in range(self._egress_batches):
                 first, count = ring.try_consume(batch)
                 if not count:
                     return False
-            now_ns = time.monotonic_ns()
-            now = now_ns / 1e9
-            frames_out = 0
-            try:
-                for position in range(first, first + count):
-                    view = view_of(position)
-                    kind, _, peer_index, conn_id, request_id, _, entered_ns = unpack(view, 0)
-                    # the packet path: a Prepare or a reply for an open connection, one C call
-                    if kind == out_prepare or kind == out_reply:
-                        conn = current.get(peer_index) if conn_id == 0 else connections.get(conn_id)
-                        if conn is not None and conn.state is open_ and conn.peer.index == peer_index:
-                            if kind == out_prepare:
-                                frame_type = message
-                                if conn.outstanding.setdefault(request_id, now) != now:
-                                    log.warning("request id reused while outstanding",
-                                                extra={**conn.log_fields(), "request_id": request_id})
-                                if entered_ns:
-                                    seconds = (now_ns - entered_ns) * 1e-9
-                                    forward_counts[bisect_left(forward_bounds, seconds)] += 1
-                                    forward_sum += seconds
-                            else:
-                                frame_type = response
-                                if entered_ns:
-                                    seconds = (now_ns - entered_ns) * 1e-9
-                                    answer_counts[bisect_left(answer_bounds, seconds)] += 1
-                                    answer_sum += seconds
-                            writer, out = conn.writer, conn.out
-                            append(out, frame_type, request_id, view[header_size:],
-                                   writer.next_key() if writer.mask else None)
-                            frames_out += 1
-                            if not conn.dirty:
-                                conn.dirty = True
-                                dirty.append(conn)
-                            if len(out) > soft_limit:
-                                self._mark_dirty(conn)
-                            continue
-                    self._on_egress(view, now)
-            finally:
+                blob = ring.read_many(first, count)
                 ring.release(first, count)
-                stats["frames_out"] += frames_out
-                forward.sum += forward_sum
-                answer.sum += answer_sum
-                forward_sum = answer_sum = 0.0
-            stats["egress_records"] += count
-        return True
+                self.stats["egress_records"] += count
+                now_ns = time.monotonic_ns()
+                frames_out += self._frame_egress(blob, now_ns, now_ns / 1e9)
+            return True
+        finally:
+            self.stats["frames_out"] += frames_out
+
+    def _frame_egress(self, blob: bytes, now_ns: int, now: float) -> int:
+        """The records of one `read_many` blob, in order; how many frames the fast path wrote."""
+        forward, answer = self._latency
+        current, connections, dirty, soft_limit = self._current, self._connections, self._dirty, self._soft_limit
+        offset, end, frames_out = 0, len(blob), 0
+        while offset < end:
+            offset, frames, over_limit = _wire.egress_frames(blob, offset, current, connections, _OPEN, now_ns,
+                                                             now, forward, answer, soft_limit, dirty)
+            frames_out += frames
+            if over_limit is not None:
+                self._mark_dirty(over_limit)
+            elif offset < end:  # a record for the general path
+                (length,) = READ_MANY_LENGTH.unpack_from(blob, offset)
+                self._on_egress(memoryview(blob)[offset + 4 : offset + 4 + length], now)
+                offset += 4 + length
+        return frames_out
 
     def _on_egress(self, view: memoryview, now: float) -> None:
         """One egress record by the general path (closes, unreachable peers, unknown kinds)."""

@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.codec import btp
-from connector.slots import INGRESS
+from connector.slots import EGRESS, INGRESS
+from connector.telemetry.metrics import Histogram
 from connector.transport import _wire, btp_wire, ws
 from connector.transport.ws import FrameParser, ProtocolError
+from ringbuf import READ_MANY_LENGTH
 
 DIFF = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -349,3 +351,117 @@ def test_ingress_records_stop_at_the_first_other_message():
                            INGRESS.pack(2, 3, 4, 5, 8, 0, 6) + b"\x0d" + b"f" * 10]
         # a reply to no request of ours is left to the general path, which logs it
         assert _records(function, messages[1:], 0, set(), (3, 4, 5, 6), 100)[0] == 0
+
+
+# --------------------------------------------------------------------------- egress frames
+
+
+class _Peer:
+    def __init__(self, index):
+        self.index = index
+
+
+class _Writer:
+    """A writer whose masking keys are a fixed sequence, so that two runs can be compared."""
+
+    def __init__(self, mask):
+        self.mask, self._n = mask, 0
+
+    def next_key(self):
+        self._n += 1
+        return struct.pack(">I", self._n * 0x01010101 & 0xFFFFFFFF)
+
+
+class _Conn:
+    __slots__ = ("id", "state", "peer", "outstanding", "writer", "out", "dirty")
+
+    def __init__(self, conn_id, state, peer_index, mask, outstanding, dirty):
+        self.id, self.state, self.peer = conn_id, state, _Peer(peer_index)
+        self.outstanding = {request_id: 0.5 for request_id in outstanding}
+        self.writer, self.out, self.dirty = _Writer(mask), bytearray(), dirty
+
+
+_OPEN_STATE, _CLOSING_STATE = object(), object()
+
+
+@st.composite
+def egress_setup(draw):
+    """Connections (open or not, masking or not, some already dirty), the peers' current
+    ones, and a blob of egress records as Ring.read_many returns them."""
+    conns = {}
+    for conn_id in draw(st.sets(st.integers(1, 4), max_size=4)):
+        conns[conn_id] = (draw(st.sampled_from(["open", "open", "open", "closing"])), draw(st.integers(0, 3)),
+                          draw(st.booleans()), draw(st.sets(st.integers(0, 5), max_size=3)), draw(st.booleans()))
+    current = {peer: conn_id for peer, conn_id in draw(st.dictionaries(st.integers(0, 3), st.integers(1, 4)))
+               .items() if conn_id in conns}
+    records = []
+    for _ in range(draw(st.integers(0, 8))):
+        peer, conn_id = draw(st.integers(0, 3)), draw(st.sampled_from([0, 1, 2, 3, 4, 9]))
+        if conns and draw(st.integers(0, 3)):  # mostly a connection that exists, named either way
+            conn_id = draw(st.sampled_from(sorted(conns)))
+            peer = conns[conn_id][1]
+            if current.get(peer) == conn_id and draw(st.booleans()):
+                conn_id = 0
+        header = EGRESS.pack(draw(st.sampled_from([1, 1, 1, 2, 2, 3, 7])), 0, peer, conn_id, draw(st.integers(0, 5)),
+                             0, draw(st.sampled_from([0, 1, 10**9, 10**9 + 2_000_000, 10**9 + 7_000_000])))
+        records.append(header + draw(st.binary(max_size=160)))
+    blob = b"".join(READ_MANY_LENGTH.pack(len(r)) + r for r in records)
+    if draw(st.integers(0, 9)) == 0:
+        blob += draw(st.binary(max_size=30))  # a torn tail: never taken
+    return conns, current, blob
+
+
+def _frames(function, setup, offset, soft_limit):
+    conns_spec, current_spec, blob = setup
+    conns = {cid: _Conn(cid, _OPEN_STATE if state == "open" else _CLOSING_STATE, peer, mask, outstanding, dirty)
+             for cid, (state, peer, mask, outstanding, dirty) in conns_spec.items()}
+    current = {peer: conns[cid] for peer, cid in current_spec.items()}
+    forward, answer = Histogram([0.001, 0.005]), Histogram([0.0025, 0.01, 0.02])
+    dirty: list = []
+    try:
+        offset, frames, over = function(blob, offset, current, conns, _OPEN_STATE, 10**9 + 9_000_000, 1.009,
+                                        forward, answer, soft_limit, dirty)
+        result = (offset, frames, None if over is None else over.id)
+    except Exception as exc:  # noqa: BLE001
+        result = (type(exc), str(exc))
+    state = {cid: (bytes(c.out), c.outstanding, c.dirty, c.writer._n) for cid, c in conns.items()}
+    return (result, state, [c.id for c in dirty], forward.counts, forward.sum, answer.counts, answer.sum)
+
+
+@DIFF
+@given(setup=egress_setup(), offset=st.sampled_from([0, 0, 0, 3, 10**6]),
+       soft_limit=st.sampled_from([0, 100, 400, 10**6]))
+def test_egress_frames_agree_with_the_reference(setup, offset, soft_limit):
+    assert _frames(_wire.egress_frames, setup, offset, soft_limit) == _frames(btp_wire.egress_frames_py, setup,
+                                                                              offset, soft_limit)
+
+
+def test_egress_frames_write_the_packet_path_and_stop_for_the_rest():
+    prepare = EGRESS.pack(1, 0, 2, 0, 7, 0, 10**9) + b"\x0cprepare"
+    reply = EGRESS.pack(2, 0, 3, 5, 8, 0, 0) + b"\x0dfulfill"
+    close = EGRESS.pack(3, 0, 3, 5, 0, 0, 0) + b"bye"
+    blob = b"".join(READ_MANY_LENGTH.pack(len(r)) + r for r in (prepare, reply, close, reply))
+    for function in (_wire.egress_frames, btp_wire.egress_frames_py):
+        a, b = _Conn(4, _OPEN_STATE, 2, False, (), False), _Conn(5, _OPEN_STATE, 3, False, (), False)
+        forward, answer, dirty = Histogram([0.001, 0.005]), Histogram([0.001]), []
+        offset, frames, over = function(blob, 0, {2: a}, {4: a, 5: b}, _OPEN_STATE, 10**9 + 2_000_000, 1.002,
+                                        forward, answer, 10**6, dirty)
+        assert (offset, frames, over) == (8 + len(prepare) + len(reply), 2, None)  # stops at the close
+        assert a.outstanding == {7: 1.002} and b.outstanding == {}
+        assert bytes(a.out) == _framed(btp.ilp_message(7, b"\x0cprepare"))
+        assert bytes(b.out) == _framed(btp.ilp_response(8, b"\x0dfulfill"))
+        assert dirty == [a, b] and a.dirty and b.dirty
+        assert forward.counts == [0, 1, 0] and forward.sum == pytest.approx(0.002)
+        assert answer.counts == [0, 0] and answer.sum == 0.0  # not stamped: not counted
+        # a request id still outstanding is the general path's (it warns)
+        assert function(blob, 0, {2: a}, {}, _OPEN_STATE, 0, 2.0, forward, answer, 10**6, [])[:2] == (0, 0)
+        # past the soft limit: stops right after that connection's frame and names it
+        c = _Conn(6, _OPEN_STATE, 2, False, (), True)
+        assert function(blob, 0, {2: c}, {}, _OPEN_STATE, 0, 3.0, forward, answer, 10, []) == (
+            4 + len(prepare), 1, c)
+
+
+def _framed(frame) -> bytes:
+    out = bytearray()
+    ws.FrameWriter(mask=False).append(out, ws.OP_BINARY, btp.encode_frame(frame))
+    return bytes(out)
