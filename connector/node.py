@@ -163,16 +163,27 @@ class Node:
             handles = self._held_local.egress = [ring.handle() for ring in self.egress]
             with self._held_lock:
                 self._held_handles.extend(handles)
-        touched = set()
+        by_io: dict[int, list[bytes]] = {}
         for io, record in held:
+            by_io.setdefault(io, []).append(record)
+        for io, records in by_io.items():
+            self._hand_over(handles[io], io, records)
+            self.context.wakers[io].wake()
+
+    @staticmethod
+    def _hand_over(handle, io: int, records: list[bytes]) -> None:
+        """Into one egress ring, in order: as many per claim as fit, waiting only when full."""
+        done = 0
+        while done < len(records):
             try:
-                handles[io].put(record, timeout=5.0)
+                count = handle.try_put_many(records, done)
+                if not count:
+                    handle.put(records[done], timeout=5.0)
+                    count = 1
             except Exception:
                 log.exception("a durable Fulfill could not be handed to its I/O thread", extra={"io": io})
-                continue
-            touched.add(io)
-        for io in touched:
-            self.context.wakers[io].wake()
+                count = 1
+            done += count
 
     def _deliver_reserved(self, owner: int, packet_id: int, code: str | None) -> None:
         """Called by an asynchronous ledger's thread with a reservation's outcome: hand it

@@ -26,7 +26,10 @@
  * under them); its packed struct never changes once it is in a dict.
  *
  * Also here: `pack_transfer` / `pack_transfers`, TigerBeetle's 128-byte transfer struct
- * from any object with a transfer's attributes.
+ * from any object with a transfer's attributes; and the batch writer's `gather_records`,
+ * which takes a run of the common records (the packet books': transfers, maybe a held
+ * reply) out of a `Ring.read_many` copy of ledger ring slots in one call
+ * (embedded.py's `_parse_record` is its reference).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1753,9 +1756,95 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ gather_records */
+
+/* The ledger ring's slots (records.py): emitter id u32, flags u8 (MORE = 1), 3 bytes; then
+ * a record: accounts u16, transfers u16, kind u8 (PLAIN 0, HELD_REPLY 1), 3 bytes, target
+ * u64; the accounts and the transfers (128 bytes each); a held reply's payload. */
+enum { SLOT_HEAD = 8, RECORD_HEAD = 16, SLOT_MORE = 1, KIND_PLAIN = 0, KIND_HELD_REPLY = 1 };
+
+static uint64_t
+le_at(const unsigned char *p, int size)
+{
+    uint64_t value = 0;
+    for (int i = size - 1; i >= 0; i--) value = (value << 8) | p[i];
+    return value;
+}
+
+/* gather_records(blob, offset, limit) -> (offset, records, transfers, blob, replies) */
+static PyObject *
+fast_gather_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer blob;
+    Py_ssize_t offset, limit, start, records = 0, transfers = 0, out_len = 0;
+    PyObject *replies = NULL, *out = NULL, *result = NULL;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "gather_records(blob, offset, limit)");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) return NULL;
+    limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[0], &blob, PyBUF_SIMPLE) < 0) return NULL;
+    if (offset < 0) offset = 0;
+    if ((replies = PyList_New(0)) == NULL) goto done;
+    /* first pass: how far the run goes and how many transfer bytes it holds */
+    start = offset;
+    for (Py_ssize_t at = offset; at + 4 <= blob.len;) {
+        const unsigned char *slot = (const unsigned char *)blob.buf + at + 4;
+        Py_ssize_t length = (Py_ssize_t)le_at(slot - 4, 4);
+        if (length < SLOT_HEAD + RECORD_HEAD || at + 4 + length > blob.len) break;
+        const unsigned char *rec = slot + SLOT_HEAD;
+        Py_ssize_t n_accounts = (Py_ssize_t)le_at(rec, 2), n = (Py_ssize_t)le_at(rec + 2, 2);
+        int kind = rec[4];
+        if (slot[4] & SLOT_MORE || n_accounts || (kind != KIND_PLAIN && kind != KIND_HELD_REPLY)) break;
+        if (RECORD_HEAD + n * 128 > length - SLOT_HEAD) break;   /* short: the general path says why */
+        if (records && transfers + n > limit) break;
+        records++;
+        transfers += n;
+        out_len += n * 128;
+        at += 4 + length;
+        offset = at;
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, out_len)) == NULL) goto done;
+    /* second pass: copy the transfers, collect the held replies */
+    {
+        char *dest = PyBytes_AS_STRING(out);
+        for (Py_ssize_t at = start; at < offset;) {
+            const unsigned char *slot = (const unsigned char *)blob.buf + at + 4;
+            Py_ssize_t length = (Py_ssize_t)le_at(slot - 4, 4);
+            const unsigned char *rec = slot + SLOT_HEAD;
+            Py_ssize_t n = (Py_ssize_t)le_at(rec + 2, 2), end = SLOT_HEAD + RECORD_HEAD + n * 128;
+            memcpy(dest, rec + RECORD_HEAD, (size_t)(n * 128));
+            dest += n * 128;
+            if (rec[4] == KIND_HELD_REPLY) {
+                PyObject *reply = Py_BuildValue("(Ky#)", (unsigned long long)le_at(rec + 8, 8),
+                                                (const char *)slot + end, length - end);
+                if (reply == NULL || PyList_Append(replies, reply) < 0) {
+                    Py_XDECREF(reply);
+                    goto done;
+                }
+                Py_DECREF(reply);
+            }
+            at += 4 + length;
+        }
+    }
+    result = Py_BuildValue("(nnnOO)", offset, records, transfers, out, replies);
+done:
+    PyBuffer_Release(&blob);
+    Py_XDECREF(out);
+    Py_XDECREF(replies);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"shadow_apply_many", FASTCALL(fast_shadow_apply_many),
      "shadow_apply_many(books, blob): ShadowBooks.apply for each 128-byte record of blob, in order"},
+    {"gather_records", FASTCALL(fast_gather_records),
+     "gather_records(blob, offset, limit) -> (offset, records, transfers, blob, replies): from a Ring.read_many "
+     "blob, the run of whole plain and held-reply records (no accounts) at offset, up to limit transfers"},
     {"pack_transfer", (PyCFunction)fast_pack_transfer, METH_O,
      "pack_transfer(t) -> bytes: TigerBeetle's 128-byte transfer struct"},
     {"pack_transfers", (PyCFunction)fast_pack_transfers, METH_O,

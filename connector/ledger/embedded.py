@@ -35,9 +35,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ringbuf import Ring, RingClosed, RingKind
+from ringbuf import READ_MANY_LENGTH, Ring, RingClosed, RingKind
 
 from . import store
+from ._fastpath import gather_records
 from .model import (
     RECORD_SIZE,
     Account,
@@ -53,6 +54,10 @@ from .shadow import ShadowBooks
 from .state import DEFAULT_RECENT_IDS, DEFAULT_STRIPES, VOID, LedgerState, expiry_transfer_id
 
 log = logging.getLogger(__name__)
+
+# A carried item that is a run of records taken by `gather_records`: its payload is the
+# list of their held replies (not a kind any record on the ring has).
+_KIND_RUN = -1
 
 OnDurable = Callable[[list[tuple[int, bytes]]], None]
 
@@ -348,19 +353,37 @@ class EmbeddedLedger:
                 first, count = ring.consume(limit, timeout=wait)
             taken = 0
             while count:
-                for position in range(first, first + count):
-                    record = reassembler.feed(ring.view(position))
-                    if record is not None:
-                        parsed = _parse_record(record)
-                        carry.append(parsed)
-                        taken += parsed[1]
+                blob = ring.read_many(first, count)  # a copy: the slots go back at once
                 ring.release(first, count)
+                taken += self._take_records(blob, reassembler, carry, limit)
                 if taken >= limit:
                     break
                 first, count = ring.try_consume(limit)
         except RingClosed:
             return True
         return False
+
+    @staticmethod
+    def _take_records(blob: bytes, reassembler: Reassembler, carry: deque, limit: int) -> int:
+        """The records of one `read_many` blob into `carry`, in order; how many transfers.
+        Runs of the packet books' records (transfers, maybe a held reply) are taken in C
+        (`gather_records`), as one carried item; anything else goes through the reassembler."""
+        offset, end, taken = 0, len(blob), 0
+        while offset < end:
+            if not reassembler.incomplete:
+                offset, records, count, transfers, replies = gather_records(blob, offset, limit)
+                if records:
+                    carry.append(((), count, transfers, _KIND_RUN, 0, replies))
+                    taken += count
+                    continue
+            (length,) = READ_MANY_LENGTH.unpack_from(blob, offset)
+            record = reassembler.feed(memoryview(blob)[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+            if record is not None:
+                parsed = _parse_record(record)
+                carry.append(parsed)
+                taken += parsed[1]
+        return taken
 
     def _form_batch(self, carry: deque, voids: list[Transfer]) -> _Batch | None:
         """Take records from `carry` up to the batch limit and apply them to the books."""
@@ -377,7 +400,9 @@ class EmbeddedLedger:
                 self._shadow.define_account(account)
             transfers += blob
             count += n
-            if kind == KIND_HELD_REPLY:
+            if kind == _KIND_RUN:
+                replies += payload
+            elif kind == KIND_HELD_REPLY:
                 replies.append((target, payload))
             elif kind == KIND_SYNC:
                 syncs.append(target)
