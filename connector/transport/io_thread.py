@@ -663,7 +663,7 @@ class IoThread:
         """Copy records into the ingress ring, in order, as far as they fit; how many went."""
         ring, total, done = self._in, len(records), 0
         try:
-            while done < total:  # a wrapped ring takes the rest in a second claim
+            while done < total:  # a second claim takes what the workers freed meanwhile
                 count = ring.try_put_many(records, done)
                 if not count:
                     break
