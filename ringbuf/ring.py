@@ -189,19 +189,26 @@ class Ring:
         return done > 0
 
     def put_many(self, items, timeout: float | None = None) -> None:
-        """Copy several payloads in, publishing them in as few batches as free space allows."""
+        """Copy several payloads in, publishing them in as few batches as free space allows
+        (waiting for space when there is none)."""
         items = list(items)
         for item in items:
             if len(item) > self.slot_size:
                 raise _overflow(self, len(item))
-        write, done = self._core.write, 0
+        done = 0
+
+        def attempt() -> tuple[int, int]:
+            return 0, self._core.write_many(items, done)
+
         while done < len(items):
-            first, count = self.claim(len(items) - done, timeout)
+            _, count = attempt()
+            if not count:
+                _, count = self._wait(attempt, self._core.has_space, layout.OFF_SPACE_EPOCH,
+                                      layout.OFF_SPACE_WAITERS, timeout)
+            if count < 0:
+                raise RingClosed(f"ring {self.name!r} is closed")
             if not count:
                 raise TimeoutError(f"ring {self.name!r} stayed full for {timeout}s ({done} of {len(items)} written)")
-            for i in range(count):
-                write(first + i, items[done + i])
-            self._core.publish(first, count)
             done += count
 
     def try_put_many(self, items, start: int = 0) -> int:
