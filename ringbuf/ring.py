@@ -188,6 +188,13 @@ class Ring:
             raise RingClosed(f"ring {self.name!r} is closed")
         return done > 0
 
+    @property
+    def try_put_raw(self):
+        """`try_put` without the Python frame, for a producer in C on its hot path: the C
+        `put(data[, tail])` -> 1 done, 0 full, -1 closed (ValueError past the slot size,
+        before claiming)."""
+        return self._core.put
+
     def put_many(self, items, timeout: float | None = None) -> None:
         """Copy several payloads in, publishing them in as few batches as free space allows
         (waiting for space when there is none)."""

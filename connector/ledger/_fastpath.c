@@ -1274,6 +1274,20 @@ make_legs(PendingPair *pair, PyObject *const *args, u128 epoch, u128 packet)
  *                in_ledger, out_ledger, code, now)
  * -> both legs packed (bytes) when reserved here, else (first, second) as transfers for
  *    the general path. */
+/* Reserve the legs made from reserve_packet's arguments: 1 reserved (`pair->packed` holds
+ * them, timestamps set), 0 the general path must answer (nothing changed), -1 error. */
+static int
+reserve_legs(EngineObject *self, PendingPair *pair, PyObject *const *args, u128 epoch, u128 packet, uint64_t now)
+{
+    if (make_legs(pair, args, epoch, packet) != 0) return 0;
+    for (int leg = 0; leg < 2; leg++) {
+        if ((pair->ids[leg] = from_u128(pair->t[leg].id)) == NULL) return -1;
+        pair->account_ids[2 * leg] = Py_NewRef(args[R_IN_DEBIT + 2 * leg]);
+        pair->account_ids[2 * leg + 1] = Py_NewRef(args[R_IN_CREDIT + 2 * leg]);
+    }
+    return try_pending_pair(self, pair, args[R_NOW], now);
+}
+
 static PyObject *
 Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1288,24 +1302,42 @@ Engine_reserve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t narg
     PendingPair pair;
     memset(&pair, 0, sizeof(pair));
     PyObject *result = NULL;
-    int applied = 0;
-    if (make_legs(&pair, args, epoch, packet) == 0) {
-        for (int leg = 0; leg < 2; leg++) {
-            if ((pair.ids[leg] = from_u128(pair.t[leg].id)) == NULL) goto done;
-            pair.account_ids[2 * leg] = Py_NewRef(args[R_IN_DEBIT + 2 * leg]);
-            pair.account_ids[2 * leg + 1] = Py_NewRef(args[R_IN_CREDIT + 2 * leg]);
-        }
-        if ((applied = try_pending_pair(self, &pair, args[R_NOW], now)) < 0) goto done;
+    int applied = reserve_legs(self, &pair, args, epoch, packet, now);
+    if (applied > 0) {
+        result = PyBytes_FromStringAndSize((const char *)pair.packed, sizeof(pair.packed));
+    } else if (applied == 0) {
+        result = legs_as_transfers(args, epoch, packet);
     }
-    result = applied ? PyBytes_FromStringAndSize((const char *)pair.packed, sizeof(pair.packed))
-                     : legs_as_transfers(args, epoch, packet);
-done:
     pair_clear(&pair);
     return result;
 }
 
 /* resolve_packet(epoch, packet_id, post, now) -> both resolutions packed (bytes), or
  * None: the books' commit and release; the resolved ids are remembered. */
+/* Post or void both legs of a packet: both resolutions packed (bytes), or None when the
+ * general path must answer; the resolved ids are remembered. */
+static PyObject *
+resolve_legs(EngineObject *self, u128 epoch, u128 packet, int post, PyObject *now_obj)
+{
+    int phase = post ? PHASE_POST : PHASE_VOID;
+    PyObject *ids[4] = {  /* in the order state.py remembers them */
+        from_u128(packet_transfer_id(epoch, packet, LEG_IN, PHASE_PENDING)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_IN, phase)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, PHASE_PENDING)),
+        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, phase)),
+    };
+    PyObject *result = NULL;
+    if (ids[0] && ids[1] && ids[2] && ids[3]) {
+        PyObject *resolutions[2] = {ids[1], ids[3]}, *pendings[2] = {ids[0], ids[2]};
+        result = resolve_ids(self, resolutions, pendings, post, now_obj);
+        if (result != NULL && result != Py_None && remember(self, ids, 4) < 0) Py_CLEAR(result);
+    }
+    for (int i = 0; i < 4; i++) Py_XDECREF(ids[i]);
+    return result;
+}
+
+/* resolve_packet(epoch, packet_id, post, now) -> both resolutions packed (bytes), or
+ * None: the books' commit and release. */
 static PyObject *
 Engine_resolve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1317,21 +1349,7 @@ Engine_resolve_packet(EngineObject *self, PyObject *const *args, Py_ssize_t narg
     if (epoch_and_packet(args[0], args[1], &epoch, &packet) < 0) return NULL;
     int post = PyObject_IsTrue(args[2]);
     if (post < 0) return NULL;
-    int phase = post ? PHASE_POST : PHASE_VOID;
-    PyObject *ids[4] = {  /* in the order state.py remembers them */
-        from_u128(packet_transfer_id(epoch, packet, LEG_IN, PHASE_PENDING)),
-        from_u128(packet_transfer_id(epoch, packet, LEG_IN, phase)),
-        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, PHASE_PENDING)),
-        from_u128(packet_transfer_id(epoch, packet, LEG_OUT, phase)),
-    };
-    PyObject *result = NULL;
-    if (ids[0] && ids[1] && ids[2] && ids[3]) {
-        PyObject *resolutions[2] = {ids[1], ids[3]}, *pendings[2] = {ids[0], ids[2]};
-        result = resolve_ids(self, resolutions, pendings, post, args[3]);
-        if (result != NULL && result != Py_None && remember(self, ids, 4) < 0) Py_CLEAR(result);
-    }
-    for (int i = 0; i < 4; i++) Py_XDECREF(ids[i]);
-    return result;
+    return resolve_legs(self, epoch, packet, post, args[3]);
 }
 
 /* ---- construction */
@@ -1494,6 +1512,310 @@ static PyTypeObject EngineType = {
     .tp_clear = (inquiry)Engine_clear,
     .tp_dealloc = (destructor)Engine_dealloc,
     .tp_methods = Engine_methods,
+};
+
+/* ------------------------------------------------------------------ PacketLane */
+
+/* One thread's packet path into the books: `PacketBooks.reserve`, `commit` and `release`
+ * of the common packet, each in one call, with the record published straight into the
+ * ledger ring through the thread's emitter's ring handle.  Whenever the common case does
+ * not hold (the emitter has a backlog, a peer has no accounts, a value is unusual, the
+ * engine says "not here") it changes nothing and answers False: the caller then takes
+ * books.py's path, which is the reference (tests/ledger/test_ledger_lane.py holds the
+ * two to the same records and balances).  When the ring is full, or the record needs
+ * more than one slot, the record goes through the emitter itself (its backlog keeps the
+ * order). */
+
+/* The ledger ring's slots (records.py): emitter id u32, flags u8 (MORE = 1), 3 bytes; then
+ * a record: accounts u16, transfers u16, kind u8 (PLAIN 0, HELD_REPLY 1), 3 bytes, target
+ * u64; the accounts and the transfers (128 bytes each); a held reply's payload. */
+enum { SLOT_HEAD = 8, RECORD_HEAD = 16, SLOT_MORE = 1, KIND_PLAIN = 0, KIND_HELD_REPLY = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    EngineObject *engine;
+    PyObject *legs;       /* dict: peer index -> (in_limit, out_limit, ledger), kept by the books */
+    PyObject *epoch;      /* int */
+    PyObject *timeout;    /* int: seconds */
+    PyObject *code;       /* int: the packet transfers' code */
+    PyObject *clock;      /* () -> ns since the epoch */
+    PyObject *put;        /* the ring handle's put(data) -> 1 done, 0 full, -1 closed */
+    PyObject *backlog;    /* the emitter's backlog: while it holds anything, the emitter publishes */
+    PyObject *emit_body;  /* the emitter's _emit_body(accounts, transfers, body, reply) */
+    u128 epoch128;
+    Py_ssize_t room;      /* a slot's bytes after the slot header */
+    unsigned char slot_header[SLOT_HEAD];
+} LaneObject;
+
+/* 1 when the emitter has records waiting (the lane must not overtake them), 0, -1 error. */
+static int
+lane_backlogged(LaneObject *self)
+{
+    Py_ssize_t n = PyObject_Length(self->backlog);
+    return n < 0 ? -1 : n > 0;
+}
+
+/* The clock's now (a new reference) and its value; NULL on error. */
+static PyObject *
+lane_now(LaneObject *self, uint64_t *now)
+{
+    PyObject *now_obj = PyObject_CallNoArgs(self->clock);
+    if (now_obj != NULL && now_of(now_obj, now) < 0) Py_CLEAR(now_obj);
+    return now_obj;
+}
+
+/* Publish a record of two packed transfers (and a held reply's bytes): into one ring slot
+ * when it fits and there is room, else through the emitter.  0, or -1 on error. */
+static int
+lane_publish(LaneObject *self, int kind, PyObject *target, const unsigned char *transfers, PyObject *tail)
+{
+    Py_ssize_t body = 2 * RECORD_BYTES, tail_len = tail == NULL ? 0 : PyBytes_GET_SIZE(tail);
+    if (RECORD_HEAD + body + tail_len <= self->room) {
+        uint64_t target64 = target == NULL ? 0 : PyLong_AsUnsignedLongLong(target);
+        if (target64 == (uint64_t)-1 && PyErr_Occurred()) return -1;
+        PyObject *slot = PyBytes_FromStringAndSize(NULL, SLOT_HEAD + RECORD_HEAD + body + tail_len);
+        if (slot == NULL) return -1;
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(slot);
+        memcpy(out, self->slot_header, SLOT_HEAD);
+        unsigned char *record = out + SLOT_HEAD;
+        memset(record, 0, RECORD_HEAD);
+        record[2] = 2;  /* transfers (u16 LE); accounts stay 0 */
+        record[4] = (unsigned char)kind;
+        for (int i = 0; i < 8; i++) record[8 + i] = (unsigned char)(target64 >> (8 * i));
+        memcpy(record + RECORD_HEAD, transfers, (size_t)body);
+        if (tail_len) memcpy(record + RECORD_HEAD + body, PyBytes_AS_STRING(tail), (size_t)tail_len);
+        PyObject *done = PyObject_CallOneArg(self->put, slot);
+        Py_DECREF(slot);
+        if (done == NULL) return -1;
+        long put = PyLong_AsLong(done);
+        Py_DECREF(done);
+        if (put == 1) return 0;
+        if (put == -1 && PyErr_Occurred()) return -1;
+        /* full (or closed: the emitter raises RingClosed as it always does) */
+    }
+    PyObject *packed = PyBytes_FromStringAndSize((const char *)transfers, body);
+    PyObject *reply = tail == NULL ? Py_NewRef(Py_None) : PyTuple_Pack(2, target, tail);
+    PyObject *r = NULL;
+    if (packed != NULL && reply != NULL) {
+        PyObject *args[4] = {NULL, NULL, packed, reply};
+        args[0] = PyLong_FromLong(0);
+        args[1] = PyLong_FromLong(2);
+        if (args[0] != NULL && args[1] != NULL) r = PyObject_Vectorcall(self->emit_body, args, 4, NULL);
+        Py_XDECREF(args[0]);
+        Py_XDECREF(args[1]);
+    }
+    Py_XDECREF(packed);
+    Py_XDECREF(reply);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One peer's (in_limit, out_limit, ledger): a new reference, or NULL (error set or not). */
+static PyObject *
+lane_legs_of(LaneObject *self, PyObject *peer)
+{
+    PyObject *legs;
+    if (PyDict_GetItemRef(self->legs, peer, &legs) <= 0) return NULL;
+    if (!PyTuple_CheckExact(legs) || PyTuple_GET_SIZE(legs) != 3) {
+        Py_DECREF(legs);
+        return NULL;
+    }
+    return legs;
+}
+
+/* reserve(packet_id, in_peer, in_amount, out_peer, out_amount, condition) -> bool */
+static PyObject *
+Lane_reserve(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "reserve(packet_id, in_peer, in_amount, out_peer, out_amount, condition)");
+        return NULL;
+    }
+    int backlogged = lane_backlogged(self);
+    if (backlogged != 0) return backlogged < 0 ? NULL : Py_NewRef(Py_False);
+    u128 packet;
+    if (as_u128(args[0], &packet) != 0) Py_RETURN_FALSE;
+    PyObject *a = NULL, *b = NULL, *reference = NULL, *now_obj = NULL, *result = NULL;
+    Py_buffer condition = {.buf = NULL};
+    PendingPair pair;
+    memset(&pair, 0, sizeof(pair));
+    if ((a = lane_legs_of(self, args[1])) == NULL || (b = lane_legs_of(self, args[3])) == NULL) {
+        if (!PyErr_Occurred()) result = Py_NewRef(Py_False);
+        goto done;
+    }
+    if (PyObject_GetBuffer(args[5], &condition, PyBUF_SIMPLE) < 0) goto done;
+    if (condition.len < 16) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    reference = PyLong_FromUnsignedNativeBytes(condition.buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    uint64_t now;
+    if (reference == NULL || (now_obj = lane_now(self, &now)) == NULL) goto done;
+    PyObject *const legs_args[R_COUNT] = {
+        [R_EPOCH] = self->epoch, [R_PACKET] = args[0],
+        [R_IN_DEBIT] = PyTuple_GET_ITEM(a, 0), [R_IN_CREDIT] = PyTuple_GET_ITEM(a, 1),
+        [R_OUT_DEBIT] = PyTuple_GET_ITEM(b, 1), [R_OUT_CREDIT] = PyTuple_GET_ITEM(b, 0),
+        [R_IN_AMOUNT] = args[2], [R_OUT_AMOUNT] = args[4], [R_UD128] = reference,
+        [R_IN_UD32] = args[1], [R_OUT_UD32] = args[3], [R_TIMEOUT] = self->timeout,
+        [R_IN_LEDGER] = PyTuple_GET_ITEM(a, 2), [R_OUT_LEDGER] = PyTuple_GET_ITEM(b, 2),
+        [R_CODE] = self->code, [R_NOW] = now_obj,
+    };
+    int applied = reserve_legs(self->engine, &pair, legs_args, self->epoch128, packet, now);
+    if (applied < 0) goto done;
+    if (applied == 0) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    if (lane_publish(self, KIND_PLAIN, NULL, pair.packed[0], NULL) == 0) result = Py_NewRef(Py_True);
+done:
+    pair_clear(&pair);
+    if (condition.buf != NULL) PyBuffer_Release(&condition);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(reference);
+    Py_XDECREF(now_obj);
+    return result;
+}
+
+/* Post (commit) or void (release) both legs and publish the record. */
+static PyObject *
+lane_resolve(LaneObject *self, PyObject *packet_id, int post, PyObject *target, PyObject *tail)
+{
+    int backlogged = lane_backlogged(self);
+    if (backlogged != 0) return backlogged < 0 ? NULL : Py_NewRef(Py_False);
+    u128 packet;
+    if (as_u128(packet_id, &packet) != 0 || packet > UINT64_MAX) Py_RETURN_FALSE;
+    uint64_t now;
+    PyObject *now_obj = lane_now(self, &now);
+    if (now_obj == NULL) return NULL;
+    PyObject *packed = resolve_legs(self->engine, self->epoch128, packet, post, now_obj);
+    Py_DECREF(now_obj);
+    if (packed == NULL || packed == Py_None) return packed == NULL ? NULL : (Py_DECREF(packed), Py_NewRef(Py_False));
+    int rc = lane_publish(self, tail == NULL ? KIND_PLAIN : KIND_HELD_REPLY, target,
+                          (const unsigned char *)PyBytes_AS_STRING(packed), tail);
+    Py_DECREF(packed);
+    return rc < 0 ? NULL : Py_NewRef(Py_True);
+}
+
+/* commit(packet_id, reply_target, reply) -> bool */
+static PyObject *
+Lane_commit(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyLong_Check(args[1]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "commit(packet_id, reply_target: int, reply: bytes)");
+        return NULL;
+    }
+    return lane_resolve(self, args[0], 1, args[1], args[2]);
+}
+
+/* release(packet_id) -> bool */
+static PyObject *
+Lane_release(LaneObject *self, PyObject *packet_id)
+{
+    return lane_resolve(self, packet_id, 0, NULL, NULL);
+}
+
+static int
+Lane_init(LaneObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"engine", "legs", "epoch", "timeout", "code", "clock", "put", "backlog",
+                               "emit_body", "emitter_id", "room", NULL};
+    PyObject *engine, *legs, *epoch, *timeout, *code, *clock, *put, *backlog, *emit_body;
+    unsigned int emitter_id;
+    Py_ssize_t room;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!OOOOIn", keywords, &EngineType, &engine,
+                                     &PyDict_Type, &legs, &PyLong_Type, &epoch, &PyLong_Type, &timeout,
+                                     &PyLong_Type, &code, &clock, &put, &backlog, &emit_body, &emitter_id, &room))
+        return -1;
+    u128 epoch128;
+    if (as_u128(epoch, &epoch128) != 0) {
+        PyErr_SetString(PyExc_ValueError, "epoch must be a non-negative int");
+        return -1;
+    }
+    if (!PyCallable_Check(clock) || !PyCallable_Check(put) || !PyCallable_Check(emit_body)) {
+        PyErr_SetString(PyExc_TypeError, "clock, put and emit_body must be callable");
+        return -1;
+    }
+    self->epoch128 = epoch128;
+    self->room = room;
+    memset(self->slot_header, 0, SLOT_HEAD);
+    for (int i = 0; i < 4; i++) self->slot_header[i] = (unsigned char)(emitter_id >> (8 * i));
+    Py_XSETREF(self->engine, (EngineObject *)Py_NewRef(engine));
+    Py_XSETREF(self->legs, Py_NewRef(legs));
+    Py_XSETREF(self->epoch, Py_NewRef(epoch));
+    Py_XSETREF(self->timeout, Py_NewRef(timeout));
+    Py_XSETREF(self->code, Py_NewRef(code));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->put, Py_NewRef(put));
+    Py_XSETREF(self->backlog, Py_NewRef(backlog));
+    Py_XSETREF(self->emit_body, Py_NewRef(emit_body));
+    return 0;
+}
+
+static int
+Lane_traverse(LaneObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->engine);
+    Py_VISIT(self->legs);
+    Py_VISIT(self->epoch);
+    Py_VISIT(self->timeout);
+    Py_VISIT(self->code);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->put);
+    Py_VISIT(self->backlog);
+    Py_VISIT(self->emit_body);
+    return 0;
+}
+
+static int
+Lane_clear(LaneObject *self)
+{
+    Py_CLEAR(self->engine);
+    Py_CLEAR(self->legs);
+    Py_CLEAR(self->epoch);
+    Py_CLEAR(self->timeout);
+    Py_CLEAR(self->code);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->put);
+    Py_CLEAR(self->backlog);
+    Py_CLEAR(self->emit_body);
+    return 0;
+}
+
+static void
+Lane_dealloc(LaneObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lane_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"reserve", FASTCALL(Lane_reserve),
+     "reserve(packet_id, in_peer, in_amount, out_peer, out_amount, condition) -> bool: both legs reserved "
+     "and their record published (the condition's first 16 bytes are the legs' user_data_128), or False "
+     "and nothing changed"},
+    {"commit", FASTCALL(Lane_commit),
+     "commit(packet_id, reply_target, reply) -> bool: both legs posted and their record published with the "
+     "held reply, or False and nothing changed"},
+    {"release", (PyCFunction)Lane_release, METH_O,
+     "release(packet_id) -> bool: both legs voided and their record published, or False and nothing changed"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "connector.ledger._fastpath.PacketLane",
+    .tp_doc = "One thread's reserve, commit and release of the common packet, with the record published.",
+    .tp_basicsize = sizeof(LaneObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_methods = Lane_methods,
 };
 
 /* ------------------------------------------------------------------ packing */
@@ -1758,11 +2080,6 @@ done:
 
 /* ------------------------------------------------------------------ gather_records */
 
-/* The ledger ring's slots (records.py): emitter id u32, flags u8 (MORE = 1), 3 bytes; then
- * a record: accounts u16, transfers u16, kind u8 (PLAIN 0, HELD_REPLY 1), 3 bytes, target
- * u64; the accounts and the transfers (128 bytes each); a held reply's payload. */
-enum { SLOT_HEAD = 8, RECORD_HEAD = 16, SLOT_MORE = 1, KIND_PLAIN = 0, KIND_HELD_REPLY = 1 };
-
 static uint64_t
 le_at(const unsigned char *p, int size)
 {
@@ -1869,11 +2186,13 @@ fastpath_exec(PyObject *module)
             return -1;
     }
     stored_account_prepare();
-    if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&StoredAccountType) < 0 || PyType_Ready(&EngineType) < 0)
+    if (PyType_Ready(&StoredType) < 0 || PyType_Ready(&StoredAccountType) < 0 || PyType_Ready(&EngineType) < 0
+        || PyType_Ready(&LaneType) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "Stored", (PyObject *)&StoredType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "StoredAccount", (PyObject *)&StoredAccountType) < 0) return -1;
-    return PyModule_AddObjectRef(module, "PairEngine", (PyObject *)&EngineType);
+    if (PyModule_AddObjectRef(module, "PairEngine", (PyObject *)&EngineType) < 0) return -1;
+    return PyModule_AddObjectRef(module, "PacketLane", (PyObject *)&LaneType);
 }
 
 static PyModuleDef_Slot fastpath_slots[] = {

@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..lockfree import peek
-from ._fastpath import pack_transfers
+from ._fastpath import PacketLane, pack_transfers
 from .embedded import EmbeddedLedger
 from .model import Account, CreateAccountStatus as A, CreateTransferStatus as T, Transfer
 from .records import LedgerEmitter
@@ -130,13 +130,14 @@ class PacketBooks:
         self.state = ledger.state
         self.epoch = ledger.epoch
         self._peers: dict[int, _Peer] = {}
+        self._legs: dict[int, tuple[int, int, int]] = {}  # the lanes' view: (in_limit, out_limit, ledger)
         self._limits: dict[int, tuple[int | None, int | None]] = {}
         self._config_lock = threading.Lock()  # open_peer only: never on the packet path
         # Peers opened by name are mapped by open_peer; before names existed, by number.
         preloaded = {} if ledger.has_peer_names() else ledger.peers()
         for index, (ledger_id, minimum, maximum) in preloaded.items():
-            self._peers[index] = _Peer(index, ledger_id, account_id(index, Role.IN_LIMIT),
-                                       account_id(index, Role.OUT_LIMIT))
+            self._add(index, _Peer(index, ledger_id, account_id(index, Role.IN_LIMIT),
+                                   account_id(index, Role.OUT_LIMIT)))
             self._limits[index] = (minimum, maximum)
 
     # ------------------------------------------------------------------ peers
@@ -167,10 +168,14 @@ class PacketBooks:
             self._fund(peer, Role.IN_LIMIT, Role.IN_SOURCE, UNBOUNDED if maximum is None else maximum, emitter)
             self._fund(peer, Role.OUT_LIMIT, Role.OUT_SOURCE, UNBOUNDED if minimum is None else -minimum, emitter)
             self.ledger.save_peer(number, ledger_id, minimum, maximum)
-            self._peers[peer_index] = peer
+            self._add(peer_index, peer)
             self._limits[peer_index] = (minimum, maximum)
         if not self.ledger.sync(emitter):
             raise BooksError(f"peer {peer_index}: accounts not durable in time ({self.ledger.last_error})")
+
+    def _add(self, peer_index: int, peer: _Peer) -> None:
+        self._peers[peer_index] = peer
+        self._legs[peer_index] = (peer.in_limit, peer.out_limit, peer.ledger)
 
     def _create_accounts(self, index: int, ledger_id: int, emitter: LedgerEmitter) -> None:
         limited = DEBITS_MUST_NOT_EXCEED_CREDITS
@@ -237,6 +242,13 @@ class PacketBooks:
             return "T04"
         log.warning("reserve refused", extra={"packet_id": packet_id, "results": [r.name for r in results]})
         return "T00"
+
+    def lane(self, emitter: LedgerEmitter, timeout_s: float) -> PacketLane:
+        """`reserve`, `commit` and `release` of the common packet for `emitter`'s thread,
+        each one C call that publishes its record; each answers False, having changed
+        nothing, where these methods must answer instead (the reference)."""
+        return self.state.packet_lane(legs=self._legs, epoch=self.epoch, timeout=max(1, math.ceil(timeout_s)),
+                                      code=int(Code.PACKET), **emitter.lane_parts())
 
     def commit(self, packet_id: int, emitter: LedgerEmitter, held_reply: tuple[int, bytes]) -> bool:
         """Post both legs; `held_reply` goes out (via on_durable) once the posts are durable.

@@ -103,6 +103,12 @@ class LedgerEmitter:
             return self.emit_record(RECORD.pack(accounts, transfers, KIND_PLAIN, 0), body)
         return self.emit_record(RECORD.pack(accounts, transfers, KIND_HELD_REPLY, reply[0]), body + reply[1])
 
+    def lane_parts(self) -> dict:
+        """What a `PacketLane` needs to publish as this emitter does: into one slot through
+        the ring handle while nothing is backlogged, else through `_emit_body`."""
+        return {"put": self.ring.try_put_raw, "backlog": self._backlog, "emit_body": self._emit_body,
+                "emitter_id": self.emitter_id, "room": self._room}
+
     def emit_sync(self, token: int) -> bool:
         """A marker the writer reports back once everything before it is durable."""
         return self.emit_record(pack_record((), (), KIND_SYNC, token))

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..lockfree import peek
-from ._fastpath import PairEngine, Stored as _Stored, StoredAccount, pack_transfers
+from ._fastpath import PacketLane, PairEngine, Stored as _Stored, StoredAccount, pack_transfers
 from .model import (
     AMOUNT_MAX,
     U64_MAX,
@@ -245,6 +245,11 @@ class LedgerState:
         """`resolve_pair` of the books' packet ids, in the common case only: the created
         posts (or voids) packed, or None when the general path must answer."""
         return self._pair.resolve_packet(epoch, packet_id, post, self._clock())
+
+    def packet_lane(self, **books_and_emitter) -> PacketLane:
+        """`reserve_packet` and `resolve_packet` for one thread's emitter, each with its
+        record published, in one C call (the books' `lane`)."""
+        return PacketLane(engine=self._pair, clock=self._clock, **books_and_emitter)
 
     def _resolve_generally(self, first_id: int, first_pending: int, second_id: int, second_pending: int,
                            flag: int) -> tuple[list[T], list[Transfer]]:

@@ -142,6 +142,7 @@ class Worker:
         self._parked = context.parked[index] if context.parked is not None else {}
         self._parked_deadlines: list[tuple[int, int]] = []
         self._park_timeout_ns = int(getattr(context.books, "reserve_timeout_s", 2.0) * 1e9)
+        self._lane = None  # the books' C lane for this thread's emitter, when they have one
         self._next_id = 0
         self._our_address = context.address.encode("ascii")
         self.processed = 0
@@ -169,6 +170,9 @@ class Worker:
         self._egress = [Ring.attach(name) for name in self.ctx.egress_names]
         self._ledger = self._ledger_emitter_factory() if self._ledger_emitter_factory else None
         self._telemetry = self._telemetry_factory() if self._telemetry_factory else None
+        lane = getattr(self._books, "lane", None)
+        if lane is not None and self._ledger is not None and self._reserve_async is None:
+            self._lane = lane(self._ledger, self.ctx.ledger_timeout_s)
         self._woken: set[int] = set()
         try:
             self._loop()
@@ -278,10 +282,12 @@ class Worker:
         if self._reserve_async is not None:
             return self._park(Parked(packet_id, reply_to, out_peer, amount, out_amount, condition, expiry_ms,
                                      bytearray(body), received_ns), peer)
-        code = self._books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
-                                   self._ledger, int.from_bytes(condition[:16], "little"))
-        if code is not None:
-            return self._reject(reply_to, code, _REFUSAL.get(code, "ledger refused"))
+        lane = self._lane
+        if lane is None or not lane.reserve(packet_id, peer, amount, out_peer, out_amount, condition):
+            code = self._books.reserve(packet_id, peer, amount, out_peer, out_amount, self.ctx.ledger_timeout_s,
+                                       self._ledger, int.from_bytes(condition[:16], "little"))
+            if code is not None:
+                return self._reject(reply_to, code, _REFUSAL.get(code, "ledger refused"))
         ilp.write_prepare(body, base, out_amount, expiry_ms)
         deadline = time.monotonic_ns() + (expiry_ms - now_ms) * 1_000_000
         key = (out_peer, request_out)
@@ -383,12 +389,12 @@ class Worker:
         elif packet_type == ilp.REJECT:
             self._on_reject(entry, reply_to, body)
         else:
-            self.ctx.books.release(entry.packet_id, self._ledger)
+            self._release(entry.packet_id)
             self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop answered with an invalid packet")
 
     def _on_reject(self, entry: InFlight, reply_to, body: memoryview) -> None:
         """Relay the next hop's Reject unchanged (its triggeredBy names who refused)."""
-        self.ctx.books.release(entry.packet_id, self._ledger)
+        self._release(entry.packet_id)
         try:
             code = ilp.decode_reject(body).code
         except CodecError:
@@ -399,14 +405,16 @@ class Worker:
         try:
             fulfillment = ilp.read_fulfillment(body)
         except CodecError:
-            self._books.release(entry.packet_id, self._ledger)
+            self._release(entry.packet_id)
             return self._reject(reply_to, ilp.F01_INVALID_PACKET, "the next hop sent an invalid Fulfill")
         if _sha256(fulfillment).digest() != entry.condition:
-            self._books.release(entry.packet_id, self._ledger)
+            self._release(entry.packet_id)
             return self._reject(reply_to, ilp.F05_WRONG_CONDITION, "fulfillment does not match the condition")
         io, peer, connection, request, received_ns = reply_to
         held = _pack_egress(_EGRESS_REPLY, 0, peer, connection, request, 0, received_ns) + body
-        if not self._books.commit(entry.packet_id, self._ledger, (io, held)):
+        lane = self._lane
+        if not (lane is not None and lane.commit(entry.packet_id, io, held)) \
+                and not self._books.commit(entry.packet_id, self._ledger, (io, held)):
             # The reservation expired or was voided meanwhile: never fulfil what is not booked.
             return self._reject(reply_to, ilp.R00_TRANSFER_TIMED_OUT, "the reservation expired before the Fulfill")
         self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED, None,
@@ -433,8 +441,13 @@ class Worker:
             self._deadlines = [item for item in deadlines if item[1] in table]
             heapq.heapify(self._deadlines)
 
+    def _release(self, packet_id: int) -> None:
+        lane = self._lane
+        if lane is None or not lane.release(packet_id):
+            self._books.release(packet_id, self._ledger)
+
     def _fail_upstream(self, entry: InFlight, code: str, message: str) -> None:
-        self.ctx.books.release(entry.packet_id, self._ledger)
+        self._release(entry.packet_id)
         reply_to = (entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns)
         self._reject(reply_to, code, message)
 
