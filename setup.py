@@ -12,5 +12,6 @@ setup(
         Extension("connector.transport._wire", sources=["connector/transport/_wire.c"], extra_compile_args=FLAGS),
         Extension("connector.ledger._fastpath", sources=["connector/ledger/_fastpath.c"], extra_compile_args=FLAGS),
         Extension("connector.codec._prepare", sources=["connector/codec/_prepare.c"], extra_compile_args=FLAGS),
+        Extension("connector.packet._forward", sources=["connector/packet/_forward.c"], extra_compile_args=FLAGS),
     ]
 )

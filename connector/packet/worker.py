@@ -19,6 +19,10 @@ record, without waiting on any single packet:
 
 Rejects we create carry our address as `triggeredBy`.  A record that breaks an
 assumption is logged and dropped; it never ends the thread.
+
+With the embedded ledger, the Prepare that is forwarded and the Fulfill that matches go
+through one C call each (`_forward.Forwarder`, on the books' `PacketLane`); every other
+case, and every reject, is the Python methods here, which are the reference.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from ringbuf import Ring, RingClosed
 
 from .. import slots
 from ..codec import ildcp, ilp
+from ..codec._prepare import fulfillment_of, prepare_fields, write_prepare_fields
 from ..codec.errors import CodecError
 from ..lockfree import peek
 from ..telemetry.events import Outcome
+from ._forward import Forwarder, IdSource
 from .peers import PeerInfo
 from .policy import MAX_AMOUNT, ExpiryPolicy, convert_amount, largest_convertible
 from .routing import RoutingTable
@@ -49,7 +55,6 @@ TELEMETRY_BATCH = 64
 
 _WORKER_BITS = slots.WORKER_BITS
 MAX_WORKERS = slots.MAX_WORKERS
-_REQUEST_ID_SPACE = 1 << (32 - _WORKER_BITS)
 
 # Read on every record: plain ints and bound functions, not enum and module attributes
 # (free-threaded 3.13 runs without the specialising interpreter, so each attribute hop costs).
@@ -143,7 +148,11 @@ class Worker:
         self._parked_deadlines: list[tuple[int, int]] = []
         self._park_timeout_ns = int(getattr(context.books, "reserve_timeout_s", 2.0) * 1e9)
         self._lane = None  # the books' C lane for this thread's emitter, when they have one
-        self._next_id = 0
+        self._forward = self._fulfill = None  # with a lane: the common Prepare and Fulfill in C (Forwarder)
+        # A run-unique packet id, and a BTP request id whose low bits name this worker (so
+        # any worker can find the entry a reply belongs to) and that is never 0.
+        self._ids = IdSource(worker=index, worker_bits=_WORKER_BITS)
+        self._new_ids = self._ids.next
         self._our_address = context.address.encode("ascii")
         self.processed = 0
 
@@ -166,14 +175,7 @@ class Worker:
             import os
 
             os.sched_setaffinity(0, self.cpus)
-        self._ingress = Ring.attach(self.ingress_name)
-        self._egress = [Ring.attach(name) for name in self.ctx.egress_names]
-        self._ledger = self._ledger_emitter_factory() if self._ledger_emitter_factory else None
-        self._telemetry = self._telemetry_factory() if self._telemetry_factory else None
-        lane = getattr(self._books, "lane", None)
-        if lane is not None and self._ledger is not None and self._reserve_async is None:
-            self._lane = lane(self._ledger, self.ctx.ledger_timeout_s)
-        self._woken: set[int] = set()
+        self._attach()
         try:
             self._loop()
         finally:
@@ -185,6 +187,36 @@ class Worker:
                 self._ledger.close()
             for ring in (self._ingress, *self._egress):
                 ring.detach()
+
+    def _attach(self) -> None:
+        """This thread's ring handles, emitters, and the books' lane and the forwarder."""
+        self._ingress = Ring.attach(self.ingress_name)
+        self._egress = [Ring.attach(name) for name in self.ctx.egress_names]
+        self._ledger = self._ledger_emitter_factory() if self._ledger_emitter_factory else None
+        self._telemetry = self._telemetry_factory() if self._telemetry_factory else None
+        self._woken: set[int] = set()
+        lane = getattr(self._books, "lane", None)
+        if lane is not None and self._ledger is not None and self._reserve_async is None:
+            self._lane = lane(self._ledger, self.ctx.ledger_timeout_s)
+            forwarder = self._forwarder()
+            self._forward, self._fulfill = forwarder.prepare, forwarder.fulfill
+
+    def _forwarder(self) -> Forwarder:
+        """The C path of `_on_prepare` and `_on_reply` (the reference) for the Prepares it
+        forwards and the Fulfills that match them."""
+        policy = self.ctx.expiry
+        peers = {index: (peer.asset.code, peer.asset.scale, peer.max_packet_amount, peer.rate_limit is None)
+                 for index, peer in self._peers.items()}
+        return Forwarder(peers=peers, resolve=self._resolve_route, peer_io=self._peer_io,
+                         ids=self._ids, reserve=self._lane.reserve, read_prepare=prepare_fields,
+                         write_prepare=write_prepare_fields, inflight=self._inflight, inflight_type=InFlight,
+                         deadlines=self._deadlines, heappush=heapq.heappush,
+                         puts=tuple(ring.try_put_raw for ring in self._egress), send=self._send, woken=self._woken,
+                         ildcp_destination=ildcp.ILDCP_DESTINATION, min_window_ms=policy.min_message_window_ms,
+                         max_hold_ms=policy.max_hold_time_ms, tables=self.ctx.inflight, fulfillment_of=fulfillment_of,
+                         sha256=_sha256, commit=self._lane.commit, commit_generally=self._commit_generally,
+                         telemetry=self._telemetry.packet if self._telemetry is not None else None,
+                         fulfilled=Outcome.FULFILLED)
 
     def _drain_ledger_backlog(self, timeout_s: float = 5.0) -> None:
         """Records parked in the emitter (the ledger ring was full) must reach the ring."""
@@ -225,9 +257,13 @@ class Worker:
         kind, io, peer, connection, request, _, received_ns = _unpack_ingress(record)
         body = record[_HEADER_SIZE:]
         if kind == _PREPARE:
-            self._on_prepare(io, peer, connection, request, received_ns, body)
+            forward = self._forward
+            if forward is None or not forward(io, peer, connection, request, received_ns, body):
+                self._on_prepare(io, peer, connection, request, received_ns, body)
         elif kind == _REPLY:
-            self._on_reply(peer, request, body)
+            fulfill = self._fulfill
+            if fulfill is None or not fulfill(peer, request, body):
+                self._on_reply(peer, request, body)
         elif kind == slots.Ingress.PEER_UP:
             self.ctx.peer_io[peer] = io
         elif kind == slots.Ingress.PEER_DOWN:
@@ -359,13 +395,6 @@ class Worker:
             self._parked_deadlines = [item for item in deadlines if item[1] in table]
             heapq.heapify(self._parked_deadlines)
 
-    def _new_ids(self) -> tuple[int, int]:
-        """A run-unique packet id, and a BTP request id whose low bits name this worker
-        (so any worker can find the entry a reply belongs to) and that is never 0."""
-        n = self._next_id = self._next_id + 1
-        sequence = n % (_REQUEST_ID_SPACE - 1) + 1
-        return (n << _WORKER_BITS) | self.index, (sequence << _WORKER_BITS) | self.index
-
     def _answer_ildcp(self, reply_to, source: PeerInfo) -> None:
         if not source.is_child or not source.address:
             return self._reject(reply_to, ilp.F02_UNREACHABLE, "ILDCP is served to child peers only")
@@ -382,7 +411,7 @@ class Worker:
             log.info("reply for a request no longer in flight (late or unknown)",
                      extra={"peer": out_peer, "request": request})
             return
-        reply_to = (entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns)
+        reply_to = _reply_to(entry)
         packet_type = body[0] if len(body) else 0
         if packet_type == ilp.FULFILL:
             self._on_fulfill(entry, reply_to, body)
@@ -413,12 +442,20 @@ class Worker:
         io, peer, connection, request, received_ns = reply_to
         held = _pack_egress(_EGRESS_REPLY, 0, peer, connection, request, 0, received_ns) + body
         lane = self._lane
-        if not (lane is not None and lane.commit(entry.packet_id, io, held)) \
-                and not self._books.commit(entry.packet_id, self._ledger, (io, held)):
+        if lane is not None and lane.commit(entry.packet_id, io, held):
+            return self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED,
+                              None, received_ns)
+        self._commit_generally(entry, held)
+
+    def _commit_generally(self, entry: InFlight, held: bytes) -> None:
+        """A checked Fulfill the lane left to the books: posted (its reply held until
+        durable), or R00 upstream when the reservation is gone."""
+        if not self._books.commit(entry.packet_id, self._ledger, (entry.in_io, held)):
             # The reservation expired or was voided meanwhile: never fulfil what is not booked.
-            return self._reject(reply_to, ilp.R00_TRANSFER_TIMED_OUT, "the reservation expired before the Fulfill")
+            return self._reject(_reply_to(entry), ilp.R00_TRANSFER_TIMED_OUT,
+                                "the reservation expired before the Fulfill")
         self._emit(entry.in_peer, entry.out_peer, entry.amount_in, entry.amount_out, Outcome.FULFILLED, None,
-                   received_ns)
+                   entry.received_ns)
 
     def _on_peer_down(self, peer: int, io: int) -> None:
         if self.ctx.peer_io.get(peer) == io:
@@ -438,8 +475,8 @@ class Worker:
             if entry is not None:
                 self._fail_upstream(entry, ilp.R00_TRANSFER_TIMED_OUT, "the next hop did not answer in time")
         if len(deadlines) > 4 * len(table) + 1024:  # drop heap entries of answered packets
-            self._deadlines = [item for item in deadlines if item[1] in table]
-            heapq.heapify(self._deadlines)
+            deadlines[:] = [item for item in deadlines if item[1] in table]  # in place: the forwarder holds it
+            heapq.heapify(deadlines)
 
     def _release(self, packet_id: int) -> None:
         lane = self._lane
@@ -448,8 +485,7 @@ class Worker:
 
     def _fail_upstream(self, entry: InFlight, code: str, message: str) -> None:
         self._release(entry.packet_id)
-        reply_to = (entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns)
-        self._reject(reply_to, code, message)
+        self._reject(_reply_to(entry), code, message)
 
     # ----------------------------------------------------------------- output
 
@@ -483,6 +519,11 @@ class Worker:
         if self._telemetry is not None:
             self._telemetry.packet(in_peer, out_peer, amount_in, amount_out, outcome, code,
                                    time.monotonic_ns() - received_ns)
+
+
+def _reply_to(entry: InFlight) -> tuple:
+    """Where the answer to an in-flight Prepare goes: (io, peer, connection, request, received_ns)."""
+    return entry.in_io, entry.in_peer, entry.in_connection, entry.in_request, entry.received_ns
 
 
 _REFUSAL = {"T04": "insufficient liquidity", "T03": "the ledger is busy", "T00": "ledger refused"}
