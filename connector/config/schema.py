@@ -177,7 +177,7 @@ def build_rings(f: Fields, node: m.NodeConfig) -> m.RingsConfig:
         prefix=prefix,
         ingress_capacity=_capacity(f, "ingress_capacity", 1024),
         egress_capacity=_capacity(f, "egress_capacity", 1024),
-        ledger_capacity=_capacity(f, "ledger_capacity", 4096),
+        ledger_capacity=_capacity(f, "ledger_capacity", 32768),
         telemetry_capacity=_capacity(f, "telemetry_capacity", 8192),
         packet_slot_bytes=f.integer("packet_slot_bytes", SLOT_SIZE, minimum=HEADER_SIZE + 1024, maximum=1 << 20),
         ledger_slot_bytes=f.integer("ledger_slot_bytes", 512, minimum=64, maximum=1 << 20),

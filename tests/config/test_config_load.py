@@ -50,7 +50,7 @@ def test_embedded_defaults_are_a_single_node_without_peers():
     assert (config.http.host, config.http.port) == ("127.0.0.1", 9464)
     assert config.workers.count == 1 and dict(config.workers.cpu_affinity) == {}
     rings = config.rings
-    assert (rings.ingress_capacity, rings.egress_capacity, rings.ledger_capacity, rings.telemetry_capacity) == (1024, 1024, 4096, 8192)
+    assert (rings.ingress_capacity, rings.egress_capacity, rings.ledger_capacity, rings.telemetry_capacity) == (1024, 1024, 32768, 8192)
     assert rings.packet_slot_bytes == SLOT_SIZE and (rings.spin, rings.park_timeout_ms) == (50, 500)
     assert rings.prefix == "ilpconn-connector-" and rings.name("telemetry") == "ilpconn-connector-telemetry"
     assert (config.expiry.min_message_window_ms, config.expiry.max_hold_time_ms) == (1000, 30000)
