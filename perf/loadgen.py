@@ -63,6 +63,9 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-factor", type=float, default=1.25, help="ceiling: rate multiplier per step")
     parser.add_argument("--step-seconds", type=float, default=4.0, help="ceiling: length of each step")
     parser.add_argument("--max-steps", type=int, default=15, help="ceiling: steps at most")
+    parser.add_argument("--step-tries", type=int, default=1,
+                        help="ceiling: runs of a rate before it fails (every run is reported); more than 1 "
+                             "keeps one stall of a shared machine from ending the search")
     parser.add_argument("--p99-limit-ms", type=float, default=10.0, help="ceiling: a step passes below this p99")
     parser.add_argument("--connector-timeout", type=float, default=60.0, help="seconds to wait for start-up")
 
@@ -110,26 +113,39 @@ def step_passes(result: dict, args: argparse.Namespace) -> tuple[bool, str]:
 
 
 def ceiling(target_name: str, args: argparse.Namespace) -> dict:
-    """Step the rate up until a step fails; one connector process for every step."""
+    """Step the rate up until a rate fails `--step-tries` runs in a row; one connector
+    process for every step.  Every run is in `steps`, failed tries included."""
+    if args.step_tries < 1:
+        raise SystemExit("--step-tries must be at least 1")
     steps, last_passing, reason = [], None, "max steps reached"
     with targets.start(target_name, connections=args.connections, workers=args.workers,
                        timeout=args.connector_timeout) as target:
         warm_up(target, args, args.start_rate)
         rate = args.start_rate
         for _ in range(args.max_steps):
-            result = run_load(target, spec_from(args, rate=rate, count=int(rate * args.step_seconds),
-                                                seconds=args.step_seconds * 2), args.connections)
-            _check_alive(target, result)
-            passed, why = step_passes(result, args)
-            steps.append(_step_summary(result, passed, why))
-            log.info("step %.0f/s: %s", rate, why)
+            passed, why = _try_rate(target, args, rate, steps)
             if not passed:
                 reason = why
                 break
             last_passing = rate
             rate = round(rate * args.step_factor, 1)
     return {"mode": "ceiling", "target": target_name, "p99_limit_ms": args.p99_limit_ms,
-            "last_passing_rate": last_passing, "stopped_because": reason, "steps": steps}
+            "step_tries": args.step_tries, "last_passing_rate": last_passing, "stopped_because": reason,
+            "steps": steps}
+
+
+def _try_rate(target: targets.Target, args: argparse.Namespace, rate: float, steps: list) -> tuple[bool, str]:
+    """Up to `--step-tries` runs at `rate`, each appended to `steps`; the first pass ends it."""
+    for attempt in range(1, args.step_tries + 1):
+        result = run_load(target, spec_from(args, rate=rate, count=int(rate * args.step_seconds),
+                                            seconds=args.step_seconds * 2), args.connections)
+        _check_alive(target, result)
+        passed, why = step_passes(result, args)
+        steps.append({**_step_summary(result, passed, why), "attempt": attempt})
+        log.info("step %.0f/s, try %d: %s", rate, attempt, why)
+        if passed or target.proc.poll() is not None:
+            return passed, why
+    return False, why
 
 
 def _step_summary(result: dict, passed: bool, why: str) -> dict:

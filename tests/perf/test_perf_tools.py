@@ -126,6 +126,17 @@ def test_ceiling_search_prints_every_step():
     assert result["stopped_because"]
 
 
+@pytest.mark.timeout(120)
+def test_ceiling_tries_a_failing_rate_again_and_reports_every_try():
+    # a 0.001 ms p99 fails every run: the first rate is tried twice, then the search stops
+    result = run_tool("loadgen.py", "--target", "ours", "--ceiling", "--start-rate", "100", "--step-seconds", "0.5",
+                      "--step-tries", "2", "--p99-limit-ms", "0.001", "--warmup-seconds", "0.2")
+    assert result["step_tries"] == 2 and result["last_passing_rate"] is None
+    assert [(step["target_rate"], step["attempt"], step["passed"]) for step in result["steps"]] == [
+        (100, 1, False), (100, 2, False)]
+    assert result["stopped_because"].startswith("p99 ")
+
+
 @pytest.mark.timeout(150)
 def test_side_by_side_runs_both_connectors_and_the_ratios():
     result = run_tool("side_by_side.py", "--rate", "100", "--count", "100", "--seconds", "10",
