@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -323,3 +324,29 @@ def test_generalized_time_format_has_three_digits():
 @given(millisecond_datetimes)
 def test_generalized_time_round_trip(moment):
     assert oer.parse_generalized_time(oer.format_generalized_time(moment)) == moment
+
+
+def test_timestamp_caches_are_per_thread_and_agree_across_threads():
+    # each thread fills its own cache (a dict.get of keys another thread made spins on
+    # the dict's lock on 3.13t: connector/lockfree.py), and every thread reads the same
+    stamps = [1_796_000_000_000 + day * 86_400_000 + 12_345 for day in range(5)]
+    expected = [oer.encode_timestamp_ms(ms) for ms in stamps]
+    seen = {}
+
+    def decode_and_encode(name: str) -> None:
+        before = (len(oer._caches.dates), len(oer._caches.day_texts))
+        seen[name] = (before, [oer.decode_timestamp_ms(text) for text in expected],
+                      [oer.encode_timestamp_ms(ms) for ms in stamps],
+                      sorted(oer._caches.dates), sorted(oer._caches.day_texts))
+
+    threads = [threading.Thread(target=decode_and_encode, args=(f"t{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    days = [ms // 86_400_000 for ms in stamps]
+    assert len(oer._caches.day_texts) >= 5  # this thread's own, filled by `expected` above
+    for before, decoded, encoded, dates, day_texts in seen.values():
+        assert before == (0, 0)  # nothing another thread cached is visible
+        assert decoded == stamps and encoded == expected
+        assert dates == sorted(text[:8] for text in expected) and day_texts == days

@@ -328,3 +328,12 @@ def test_expiry_follows_a_step_of_the_wall_clock(monkeypatch):
     ours.close()
     assert stats.sent == 100 and len(expiries) == 100
     assert all(4_000 < left <= 5_050 for left in expiries[60:]), expiries[60:]  # still ~5 s to live
+
+
+def test_dict_get_tool_times_every_lookup_in_both_threads():
+    result = run_tool("dict_get_threads.py", "--calls", "200")
+    assert result["gil_enabled"] is False and result["calls"] == 200
+    assert set(result["ns_per_call"]) == {f"{kind}.{lookup}" for kind in ("str", "bytes", "int")
+                                          for lookup in ("get", "in", "subscript")}
+    assert all(figures["same_thread_ns"] > 0 and figures["other_thread_ns"] > 0
+               for figures in result["ns_per_call"].values())
