@@ -4,6 +4,12 @@ generator's own CPU (to tell when the generator, not the connector, is the limit
 CPU % is reported two ways: relative to **one core** (`psutil.Process.cpu_percent`:
 100 = one core fully busy; a multi-threaded process can exceed 100) and relative to the
 **whole machine** (the same divided by the number of logical CPUs: 100 = every core).
+
+Memory is RSS as the kernel counts it, sampled throughout, and PSS once at the end.  RSS
+counts a shared-memory page once per mapping, and a ring is mapped by its creator and
+again by each thread's handle: the connector's ledger ring is mapped three times, and
+counted three times in RSS.  PSS divides a shared page among its mappings, so it counts
+each ring once (docs/performance-tuning.md#memory).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class ProcessSampler:
         self.cpu: list[float] = []
         self.rss: list[int] = []
         self.machine_cpu: list[float] = []
+        self.pss_mb_last: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sampler-{pid}", daemon=True)
 
@@ -40,6 +47,7 @@ class ProcessSampler:
         self._stop.set()
         self._thread.join(5)
         self._sample()  # the tail since the last tick
+        self.pss_mb_last = proportional_set_mb(self.process)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -64,10 +72,21 @@ class ProcessSampler:
             "cpu_percent_of_machine": {"mean": round(statistics.fmean(cpu) / CPU_COUNT, 1),
                                        "max": round(max(cpu) / CPU_COUNT, 1)},
             "rss_mb": {"max": round(max(rss) / 2**20, 1), "last": round(rss[-1] / 2**20, 1)},
+            "pss_mb_last": self.pss_mb_last,
             "machine_cpu_percent_all_processes": {"mean": round(statistics.fmean(machine), 1),
                                                   "max": round(max(machine), 1)},
             "logical_cpus": CPU_COUNT,
         }
+
+
+def proportional_set_mb(process: psutil.Process) -> float | None:
+    """PSS in MB, or None if the process is gone.  Read from smaps_rollup, which walks the
+    process's page tables under its memory map lock (about 15 ms for the connector), so
+    it is taken once at the end of a run rather than with every sample."""
+    try:
+        return round(process.memory_full_info().pss / 2**20, 1)
+    except psutil.Error:
+        return None
 
 
 def process_cpu_seconds() -> float:

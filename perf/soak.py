@@ -201,7 +201,8 @@ def verdict(result: dict, rows: list[dict], books: dict, args: argparse.Namespac
                    "judged": judged, "slope_mb_per_hour": slope, "limit_mb_per_hour": args.max_leak_mb_per_hour,
                    "rss_mb_first": rows[0]["rss_mb"] if rows else None,
                    "rss_mb_last": rows[-1]["rss_mb"] if rows else None,
-                   "rss_mb_max": max((r["rss_mb"] for r in rows), default=None)},
+                   "rss_mb_max": max((r["rss_mb"] for r in rows), default=None),
+                   "pss_mb_last": result["connector"].get("pss_mb_last")},
         "books": books,
     }
     return checks

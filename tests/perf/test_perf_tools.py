@@ -44,6 +44,7 @@ def check_run(result: dict, target: str, sent: int) -> None:
     assert result["achieved_pps"] > 0 and result["duration_s"] > 0
     connector = result["connector"]
     assert connector["samples"] >= 1 and connector["rss_mb"]["max"] > 0
+    assert 0 < connector["pss_mb_last"] <= connector["rss_mb"]["max"]  # the rings counted once
     assert {"mean", "max"} <= set(connector["cpu_percent_of_one_core"])
     assert {"mean", "max"} <= set(connector["cpu_percent_of_machine"])
     assert {"cpu_percent_of_one_core", "thread_busy_percent", "limited"} <= set(result["generator"])
@@ -169,6 +170,7 @@ def test_soak_writes_csv_plot_and_judges_replies_and_books(tmp_path):
     assert checks["books"]["ok"] and checks["books"]["pending_open"] == 0
     assert checks["books"]["balances"]["sender1"] == -checks["books"]["balances"]["receiver"] > 0
     assert checks["memory"]["judged"] is False and checks["memory"]["rss_mb_max"] > 0
+    assert 0 < checks["memory"]["pss_mb_last"] <= checks["memory"]["rss_mb_max"]
     assert checks["connector"]["exit_code_after_sigterm"] == 0
     assert checks["only_expected_rejects"] == {"ok": True, "unexpected_rejects": 0, "reject_codes": {}}
     inside = result["connector_latency"]  # the connector's own histograms, one per stage
