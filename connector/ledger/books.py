@@ -309,6 +309,6 @@ class PacketBooks:
 
     def balance(self, peer_index: int) -> PeerBalance:
         """The peer's balance and what is reserved in each direction."""
-        known = self._peers.get(peer_index)
+        known = peek(self._peers, peer_index)
         number = known.index if known is not None else peer_index  # the permanent number
-        return read_balance(self.ledger.lookup_accounts, number, self._limits.get(peer_index, (None, None)))
+        return read_balance(self.ledger.lookup_accounts, number, peek(self._limits, peer_index, (None, None)))

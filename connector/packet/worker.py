@@ -458,7 +458,7 @@ class Worker:
                    entry.received_ns)
 
     def _on_peer_down(self, peer: int, io: int) -> None:
-        if self.ctx.peer_io.get(peer) == io:
+        if peek(self.ctx.peer_io, peer) == io:
             self.ctx.peer_io.pop(peer, None)
         for table in self.ctx.inflight:
             for key, entry in table.copy().items():

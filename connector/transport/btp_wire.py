@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
 from connector.codec.oer import encode_length, read_length
+from connector.lockfree import peek
 from connector.slots import EGRESS, HEADER_SIZE, INGRESS, Egress, Ingress
 from ringbuf import READ_MANY_LENGTH
 
@@ -141,7 +142,7 @@ def egress_frames_py(blob, offset: int, current: dict, connections: dict, open_s
             kind, _, peer_index, conn_id, request_id, _, entered_ns = EGRESS.unpack_from(blob, offset + 4)
             if kind != Egress.PREPARE and kind != Egress.REPLY:
                 break
-            conn = current.get(peer_index) if conn_id == 0 else connections.get(conn_id)
+            conn = peek(current, peer_index) if conn_id == 0 else peek(connections, conn_id)
             if conn is None or conn.state is not open_state or conn.peer.index != peer_index:
                 break
             if kind == Egress.PREPARE:

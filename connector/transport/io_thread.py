@@ -38,6 +38,7 @@ import time
 
 from connector.codec import btp, ilp
 from connector.codec.errors import CodecError
+from connector.lockfree import peek
 from connector.slots import EGRESS, HEADER_SIZE, INGRESS, Egress, Ingress
 from ringbuf import READ_MANY_LENGTH, Ring, RingClosed
 
@@ -594,7 +595,7 @@ class IoThread:
         except CodecError as exc:
             self._refuse_auth(conn, frame.request_id, str(exc))
             return
-        peer = self._server_peers.get(username or "")
+        peer = peek(self._server_peers, username or "")
         secret = peer.secret.encode("utf-8") if peer is not None else _DUMMY_SECRET
         if not hmac.compare_digest(token.encode("utf-8"), secret) or peer is None:
             log.warning("BTP auth refused", extra={**conn.log_fields(), "username": username,
@@ -624,7 +625,7 @@ class IoThread:
         self._bring_up(conn, conn.peer)
 
     def _bring_up(self, conn: Connection, peer: Peer) -> None:
-        previous = self._current.get(peer.index)
+        previous = peek(self._current, peer.index)
         if previous is not None and previous is not conn:
             self._close(previous, CLOSE_NORMAL, "replaced by a newer connection of the same peer")
         conn.peer = peer
@@ -637,7 +638,7 @@ class IoThread:
         log.info("peer connected", extra=conn.log_fields())
 
     def _report_down(self, conn: Connection) -> None:
-        if self._current.get(conn.peer.index if conn.peer else -1) is conn:
+        if peek(self._current, conn.peer.index if conn.peer else -1) is conn:
             del self._current[conn.peer.index]
         if conn.reported_up:
             conn.reported_up = False
@@ -742,7 +743,7 @@ class IoThread:
         """One egress record by the general path (closes, unreachable peers, unknown kinds)."""
         kind, _, peer_index, conn_id, request_id, _, entered_ns = EGRESS.unpack_from(view, 0)
         body = view[HEADER_SIZE:]
-        conn = self._current.get(peer_index) if conn_id == 0 else self._connections.get(conn_id)
+        conn = peek(self._current, peer_index) if conn_id == 0 else peek(self._connections, conn_id)
         if conn is None or conn.state is not State.OPEN or conn.peer.index != peer_index:
             self._undeliverable(kind, peer_index, conn_id, request_id, entered_ns)
             return
@@ -762,7 +763,7 @@ class IoThread:
         self._mark_dirty(conn)
 
     def _undeliverable(self, kind: int, peer_index: int, conn_id: int, request_id: int, entered_ns: int) -> None:
-        peer = self.peers.get(peer_index)
+        peer = peek(self.peers, peer_index)
         name = peer.name if peer else f"#{peer_index}"
         if kind == Egress.PREPARE:
             self.stats["unreachable"] += 1

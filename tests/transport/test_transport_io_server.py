@@ -196,6 +196,26 @@ def test_prepare_to_a_disconnected_peer_is_rejected_t01(rings, start_io):
     assert ilp.decode_reject(body).code == "T01"
 
 
+def test_peers_numbered_past_the_small_int_cache_are_served_and_named(rings, start_io):
+    # Indices above 256 are ints each thread makes anew: the I/O thread reads its tables
+    # keyed by them without dict.get (connector/lockfree.py).
+    ingress, egress = rings
+    io = start_io([server_peer(index=300, name="agent-300"), server_peer(index=5000, name="agent-5000", secret="x")])
+    put_egress(egress, io, Egress.PREPARE, 5000, 78, prepare_bytes())
+    (kind, _, peer, _, request, _, _), body = next_record(ingress)
+    reject = ilp.decode_reject(body)
+    assert (kind, peer, request, reject.code) == (Ingress.REPLY, 5000, 78, "T01")
+    assert "agent-5000" in reject.message
+    with connect(url(io)) as ws:
+        ws.send(auth_frame(7, username="agent-300"))
+        assert isinstance(btp.decode_frame(ws.recv(timeout=5)), btp.BtpResponse)
+        (kind, _, peer, _, _, _, _), _ = next_record(ingress)
+        assert (kind, peer) == (Ingress.PEER_UP, 300)
+        put_egress(egress, io, Egress.PREPARE, 300, 79, prepare_bytes())
+        frame = btp.decode_frame(ws.recv(timeout=5))
+        assert isinstance(frame, btp.BtpMessage) and frame.request_id == 79
+
+
 def test_message_without_ilp_gets_empty_response(rings, start_io):
     io = start_io([server_peer()])
     with connect(url(io)) as ws:

@@ -381,9 +381,9 @@ class TigerBeetleBooks:
         should not wait behind a request the cluster does not answer)."""
         if not self.writer.available:
             raise LedgerTimeout("TigerBeetle is not answering; balances unavailable")
-        known = self._peers.get(peer_index)
+        known = peek(self._peers, peer_index)
         number = known.number if known is not None else peer_index
-        return read_balance(self.ledger.lookup_accounts, number, self._limits.get(peer_index, (None, None)))
+        return read_balance(self.ledger.lookup_accounts, number, peek(self._limits, peer_index, (None, None)))
 
     # ------------------------------------------------------------------ stats
 
