@@ -32,6 +32,7 @@ class FakeCluster:
     def __init__(self):
         self.applied: dict[int, int] = {}  # transfer id -> times applied (must stay 1)
         self.batches: list[list[int]] = []  # the ids of every create_transfers request received
+        self.sent = 0  # create_transfers requests that reached the cluster, answered or hanging
         self.lock = threading.Lock()
         self.answering = threading.Event()  # clear: requests hang, like an unreachable cluster
         self.answering.set()
@@ -49,6 +50,8 @@ class FakeConnection:
 
     def create_transfers(self, blob: bytes) -> list[T]:
         ids = [t.id for t in iter_transfers(blob)]
+        with self.cluster.lock:
+            self.cluster.sent += 1
         self._wait_for_answer()
         c = self.cluster
         if c.too_much_above is not None and len(ids) > c.too_much_above:
@@ -381,7 +384,7 @@ def test_an_abandoned_reserve_async_is_not_answered_and_is_voided_when_it_lands(
     cluster.answering.clear()  # the cluster hangs: the reservation is sent, not answered
     assert books.reserve_async(2, 0, 10, 1, 10, 30, None, None, answers.append) is None
     assert books._waiting
-    time.sleep(0.05)  # let the writer send it
+    assert until(lambda: cluster.sent == 1)  # the writer sent it; it hangs unanswered
     books.abandon_reserve(2)
     cluster.answering.set()
     assert until(lambda: books.stats()["voided_late"] == 1)
