@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def fulfil(prepare_bytes: bytes) -> bytes:
 def client(host: str, port: int, name: str) -> BtpClient:
     c = BtpClient(f"ws://{host}:{port}/", username=name, token=SECRETS[f"{name.upper()}_SECRET"])
     c.connect()
+    return c
+
+
+def connected(node, name: str, timeout: float = 5.0) -> BtpClient:
+    """A client of `node` as peer `name`, once the node's workers know the peer is up.  Its
+    PEER_UP record may be taken by one worker while another already routes a Prepare to
+    it, which answers T01 (the peer is not connected yet) in that instant."""
+    c = client(*node.btp_address, name)
+    index = node.config.peers[name].index
+    deadline = time.monotonic() + timeout
+    while index not in node.context.peer_io:
+        if time.monotonic() > deadline:
+            c.close()
+            raise AssertionError(f"peer {name} not up at the node within {timeout} s")
+        time.sleep(0.005)
     return c
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 from deferred_books import open_deferred
-from node_helpers import SECRETS, client, fulfil, prepare, reject_code, write_config
+from node_helpers import SECRETS, connected, fulfil, prepare, reject_code, write_config
 
 from connector.codec import ilp
 from connector.config import load_config
@@ -26,7 +26,7 @@ def running(tmp_path, *, alice_maximum: int = 10**12, reserve_timeout_s: float =
     node = Node(load_config(write_config(tmp_path, alice_maximum=alice_maximum), {**os.environ, **SECRETS}),
                 open_ledger=open_deferred(holder, reserve_timeout_s))
     node.start()
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
+    alice, bob = connected(node, "alice"), connected(node, "bob")
     bob.serve(fulfil)
     try:
         yield node, holder[0], alice, bob

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from node_helpers import SECRETS, client, fulfil, prepare, reject_code, write_config
+from node_helpers import SECRETS, connected, fulfil, prepare, reject_code, write_config
 
 from connector.codec import ilp
 from connector.config import load_config
@@ -35,7 +35,7 @@ def node(tmp_path):
 
 def test_payments_flow_and_the_books_move_on_tigerbeetle(node):
     before = node.balances()
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
+    alice, bob = connected(node, "alice"), connected(node, "bob")
     bob.serve(fulfil)
     try:
         replies = [alice.request(prepare(b"on tigerbeetle %d" % i)) for i in range(20)]
@@ -51,7 +51,7 @@ def test_payments_flow_and_the_books_move_on_tigerbeetle(node):
 
 
 def test_a_rejected_payment_leaves_nothing_reserved_on_tigerbeetle(node):
-    alice, bob = client(*node.btp_address, "alice"), client(*node.btp_address, "bob")
+    alice, bob = connected(node, "alice"), connected(node, "bob")
     bob.serve(lambda packet: ilp.encode_reject(ilp.Reject("F99", "test.hub.bob", "no", b"")))
     try:
         assert reject_code(alice.request(prepare(b"refused"))) == "F99"
