@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def _fresh_keys() -> dict:
-    """A key of each type, built at run time so that it is neither interned nor a constant."""
+    """A key of each type, built at run time so that it is neither interned nor a constant:
+    an ILP address, its bytes, a transfer-id-sized int, a peer index past the small ints."""
     text = "".join(["test.", "hub.", "receiver"])
-    return {"str": text, "bytes": text.encode(), "int": int("1" * 20)}
+    return {"str": text, "bytes": text.encode(), "int": int("1" * 20), "peer_index": int("300")}
 
 
 def _lookups(table: dict):
@@ -58,13 +62,25 @@ def measure(calls: int) -> dict:
     return results
 
 
+def timestamp_decode(calls: int) -> dict:
+    """`decode_timestamp_ms` in the thread that first cached the day and in another one
+    (the date caches are per thread, docs/runtime.md)."""
+    from connector.codec.oer import decode_timestamp_ms, encode_timestamp_ms
+
+    stamp = encode_timestamp_ms(1_796_000_000_000)
+    decode_timestamp_ms(stamp)
+    return {"same_thread_ns": _time(decode_timestamp_ms, stamp, calls),
+            "other_thread_ns": _in_other_thread(decode_timestamp_ms, stamp, calls)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000, help="lookups per measurement")
     args = parser.parse_args(argv)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     print(json.dumps({"python": sys.version.split()[0], "gil_enabled": gil, "calls": args.calls,
-                      "ns_per_call": measure(args.calls)}, indent=1))
+                      "ns_per_call": measure(args.calls),
+                      "decode_timestamp_ms_ns_per_call": timestamp_decode(args.calls)}, indent=1))
     return 0
 
 

@@ -335,7 +335,8 @@ def test_expiry_follows_a_step_of_the_wall_clock(monkeypatch):
 def test_dict_get_tool_times_every_lookup_in_both_threads():
     result = run_tool("dict_get_threads.py", "--calls", "200")
     assert result["gil_enabled"] is False and result["calls"] == 200
-    assert set(result["ns_per_call"]) == {f"{kind}.{lookup}" for kind in ("str", "bytes", "int")
+    assert set(result["ns_per_call"]) == {f"{kind}.{lookup}" for kind in ("str", "bytes", "int", "peer_index")
                                           for lookup in ("get", "in", "subscript")}
     assert all(figures["same_thread_ns"] > 0 and figures["other_thread_ns"] > 0
                for figures in result["ns_per_call"].values())
+    assert set(result["decode_timestamp_ms_ns_per_call"]) == {"same_thread_ns", "other_thread_ns"}
