@@ -41,8 +41,8 @@ class BtpServer:
         if not self.accept or token != self.token:
             ws.send(btp.encode_frame(btp.error_frame(auth.request_id, "F00", _now(), data=b"bad token")))
             return
+        self.sockets.append(ws)  # before the answer: drop_all() must find it once the client is up
         ws.send(btp.encode_frame(btp.BtpResponse(auth.request_id, ())))
-        self.sockets.append(ws)
         try:
             for raw in ws:
                 frame = btp.decode_frame(raw)
